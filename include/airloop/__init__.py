@@ -1,0 +1,1 @@
+"""airloop: the closed ML loop on Airflow."""

@@ -1,0 +1,97 @@
+"""The one typed configuration object. Defaults work out of the box; ``AIRLOOP_*`` env vars override."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from airloop.spec import DatasetSpec, load_spec
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parents[1]
+
+
+class Settings(BaseSettings):
+    """Where data lives, which services to use, and the pipeline's rules."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRLOOP_", frozen=True)
+
+    home: Path = Path.home() / ".airloop"
+    spec_path: Path = PACKAGE_DIR / "dataset.yaml"
+    feature_repo: Path = PROJECT_DIR / "feature_repo"
+
+    # services
+    mlflow_tracking_uri: str | None = None  # default: SQLite under home
+    model_name: str = "airloop_churn"
+    experiment_name: str = "airloop"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection: str = "localhost:6379"
+
+    # simulator
+    seed: int = 7
+    customers: int = 3000
+    rows_per_day: int = 600
+
+    # training
+    model_type: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
+    train_window_days: int = 30
+    holdout_days: int = 2
+    min_train_days: int = 4
+    feature_ttl_days: int = 30
+
+    # promotion gate
+    primary_metric: Literal["roc_auc", "average_precision", "accuracy"] = "roc_auc"
+    promotion_floor: float = 0.6
+    promotion_tolerance: float = 0.0
+
+    # monitoring
+    drift_current_days: int = 3
+    drift_share_threshold: float = 0.3
+
+    # alerts
+    alert_emails: list[str] = ["mlops-oncall@example.com"]
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        return load_spec(self.spec_path)
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    def partition(self, zone: str, ds: str) -> Path:
+        """Folder of one date partition in a zone (raw, validated, quarantine, features, predictions)."""
+        return self.lake_dir / zone / f"ds={ds}"
+
+    @property
+    def features_dir(self) -> Path:
+        """Offline feature table (Feast FileSource): one parquet file per date."""
+        return self.lake_dir / "features"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.home / "monitoring"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.home / "mlflow" / "artifacts").as_uri()
+
+
+def get_settings() -> Settings:
+    """Settings from the environment (read on each call, so tests can change it)."""
+    return Settings()

@@ -1,0 +1,136 @@
+"""A seeded, deterministic simulator of a subscription business whose customers may churn.
+
+Each simulated day writes one landing batch: a snapshot of a sample of customers (tenure,
+charges, usage, support calls, payment failures, plan, region) with the label ``churned``
+(the customer left within 30 days of the snapshot). Named scenarios inject the trouble a real
+pipeline meets: covariate shift, concept drift, schema break, missing-value burst, duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from airloop.config import Settings
+from airloop.storage import atomic_path
+
+SCENARIOS = ("covariate_shift", "concept_drift", "schema_break", "missing_burst", "duplicates")
+PLANS = np.array(["basic", "standard", "premium"])
+REGIONS = np.array(["north", "south", "east", "west"])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named scenario active from ``start`` to ``end`` (inclusive; open-ended when None)."""
+
+    name: str
+    start: date
+    end: date | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Scenario:
+        """Parse ``name@START[:END]``, e.g. ``covariate_shift@2026-01-09``."""
+        name, _, when = text.partition("@")
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+        if not when:
+            raise ValueError(f"scenario {text!r} needs a start date: {name}@YYYY-MM-DD[:YYYY-MM-DD]")
+        start, _, end = when.partition(":")
+        return cls(name, date.fromisoformat(start), date.fromisoformat(end) if end else None)
+
+    def active(self, day: date) -> bool:
+        return self.start <= day and (self.end is None or day <= self.end)
+
+
+def _customers(seed: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng([seed, 0])
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1000, 1000 + n, dtype="int64"),
+            "tenure0": rng.integers(0, 72, n),
+            "base_charges": rng.gamma(6.0, 11.0, n),
+            "base_usage": rng.gamma(4.0, 6.0, n),
+            "risk": rng.normal(0.0, 1.0, n),
+            "plan": rng.choice(PLANS, n, p=[0.5, 0.35, 0.15]),
+            "region": rng.choice(REGIONS, n),
+        }
+    )
+
+
+def simulate_day(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> pd.DataFrame:
+    """The landing batch of one day: the same inputs always give the same rows."""
+    active = {s.name for s in scenarios if s.active(day)}
+    rng = np.random.default_rng([settings.seed, day.toordinal()])
+    pop = _customers(settings.seed, settings.customers)
+    n = min(settings.rows_per_day, len(pop))
+    c = pop.iloc[np.sort(rng.choice(len(pop), n, replace=False))].reset_index(drop=True)
+
+    days_in = (day - date(2026, 1, 1)).days
+    tenure = np.clip(c["tenure0"].to_numpy() + days_in // 30, 0, 240)
+    charges = c["base_charges"].to_numpy() * rng.normal(1.0, 0.03, n)
+    usage = c["base_usage"].to_numpy() * rng.lognormal(0.0, 0.25, n)
+    calls = rng.poisson(np.exp(0.3 + 0.5 * c["risk"].to_numpy().clip(-2, 2)))
+    failures = rng.poisson(np.exp(-1.2 + 0.6 * c["risk"].to_numpy().clip(-2, 2)))
+    if "covariate_shift" in active:  # a price rise and a worse product: charges up, usage down
+        charges = charges * 1.45
+        usage = usage * 0.45
+        calls = calls + rng.poisson(2.0, n)
+
+    plan = c["plan"].to_numpy()
+    logit = (
+        -1.6
+        + 0.55 * failures
+        + 0.25 * calls
+        - 0.06 * usage
+        + 0.012 * (charges - 66)
+        - 0.03 * tenure
+        + np.where(plan == "premium", -0.6, 0.0)
+    )
+    if "concept_drift" in active:  # a competitor poaches premium, heavy users: the rules change
+        logit = logit + 0.12 * usage + np.where(plan == "premium", 2.2, 0.0) - 0.25 * calls
+    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
+
+    seconds = np.sort(rng.integers(0, 86_400, n))
+    midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    df = pd.DataFrame(
+        {
+            "customer_id": c["customer_id"].to_numpy(),
+            "event_timestamp": [midnight + timedelta(seconds=int(s)) for s in seconds],
+            "tenure_months": tenure.astype("int64"),
+            "monthly_charges": np.round(charges, 2),
+            "usage_hours_7d": np.round(np.clip(usage, 0, 168), 2),
+            "support_calls_30d": np.clip(calls, 0, 60).astype("int64"),
+            "payment_failures_90d": np.clip(failures, 0, 12).astype("int64"),
+            "plan": plan,
+            "region": c["region"].to_numpy(),
+            "churned": churned,
+        }
+    )
+    if "missing_burst" in active:
+        df.loc[rng.random(n) < 0.4, "usage_hours_7d"] = np.nan
+        df.loc[rng.random(n) < 0.3, "region"] = None
+    if "duplicates" in active:
+        df = pd.concat([df, df.sample(frac=0.1, random_state=int(rng.integers(1 << 31)))])
+        df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    if "schema_break" in active:  # an upstream release renamed a column and changed a type
+        df = df.rename(columns={"monthly_charges": "monthly_charge"})
+        df["tenure_months"] = df["tenure_months"].astype(str) + " months"
+    return df
+
+
+def write_landing(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> Path:
+    """Write one day's batch as CSV into the landing folder (atomically); return its path."""
+    target = settings.landing_dir / f"ds={day.isoformat()}" / "batch.csv"
+    df = simulate_day(day, settings, scenarios)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    return target
+
+
+def simulate(start: date, days: int, settings: Settings, scenarios: list[Scenario] = ()) -> list[Path]:
+    """Write ``days`` consecutive landing batches starting at ``start``."""
+    return [write_landing(start + timedelta(days=i), settings, scenarios) for i in range(days)]

@@ -1,0 +1,90 @@
+"""Date-partitioned storage with atomic writes: write to a temp path, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DATA_FILE = "data.parquet"
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; on success rename it over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, target: Path) -> Path:
+    """Write ``df`` to ``target`` atomically (deterministic bytes for the same frame)."""
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+    return target
+
+
+def write_json(obj: Any, target: Path) -> Path:
+    """Write JSON atomically with sorted keys, so equal content gives equal bytes."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return target
+
+
+def write_text(text: str, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return target
+
+
+def replace_dir(src: Path, target: Path) -> Path:
+    """Move folder ``src`` to ``target``, replacing what was there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(target, trash)
+        os.replace(src, target)
+        shutil.rmtree(trash)
+    else:
+        os.replace(src, target)
+    return target
+
+
+def partition_dates(zone_dir: Path) -> list[str]:
+    """Sorted dates ``YYYY-MM-DD`` of the ``ds=`` partitions in a zone."""
+    if not zone_dir.exists():
+        return []
+    return sorted(p.name[3:] for p in zone_dir.glob("ds=*") if (p / DATA_FILE).exists())
+
+
+def date_range(end: str, days: int) -> list[str]:
+    """The ``days`` dates ending with ``end`` (inclusive), oldest first."""
+    last = date.fromisoformat(end)
+    return [(last - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+
+
+def read_partitions(zone_dir: Path, dates: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate the partitions present for ``dates`` (missing dates are skipped)."""
+    frames = [
+        pd.read_parquet(zone_dir / f"ds={d}" / DATA_FILE, columns=columns)
+        for d in dates
+        if (zone_dir / f"ds={d}" / DATA_FILE).exists()
+    ]
+    if not frames:
+        raise FileNotFoundError(f"no partitions under {zone_dir} for {dates[0]}..{dates[-1]}")
+    return pd.concat(frames, ignore_index=True)
