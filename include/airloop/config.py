@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     # monitoring
     drift_current_days: int = 3
     drift_share_threshold: float = 0.3
+    retrain_cooldown_days: int = 3
 
     # alerts
     alert_emails: list[str] = ["mlops-oncall@example.com"]

@@ -9,7 +9,7 @@ pipeline meets: covariate shift, concept drift, schema break, missing-value burs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,7 @@ def simulate_day(day: date, settings: Settings, scenarios: list[Scenario] = ()) 
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
 
     seconds = np.sort(rng.integers(0, 86_400, n))
-    midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     df = pd.DataFrame(
         {
             "customer_id": c["customer_id"].to_numpy(),

@@ -1,0 +1,191 @@
+"""Train: a point-in-time-correct training set from Feast, a scikit-learn model, tracked in MLflow."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date, timedelta
+from importlib.metadata import version as pkg_version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airloop.config import PROJECT_DIR, Settings
+from airloop.features import FEATURE_SERVICE, training_frame
+from airloop.registry import CHALLENGER, client
+from airloop.storage import date_range, partition_dates, read_partitions
+
+MODEL_TYPES = ("logistic_regression", "hist_gradient_boosting")
+HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
+
+
+def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] | None = None) -> Any:
+    """An sklearn Pipeline: impute + scale numerics, one-hot categoricals, then the estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    spec = settings.spec
+    params = dict(params or {})
+    if model_type == "logistic_regression":
+        estimator = LogisticRegression(max_iter=1000, **{"C": 1.0, **params})
+    elif model_type == "hist_gradient_boosting":
+        estimator = HistGradientBoostingClassifier(random_state=settings.seed, **{"max_iter": 200, **params})
+    else:
+        raise ValueError(f"unknown model_type {model_type!r}; choose from {', '.join(MODEL_TYPES)}")
+    pre = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), spec.numeric_features),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), spec.categorical_features),
+        ]
+    )
+    return Pipeline([("pre", pre), ("model", estimator)])
+
+
+def metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """The classification metrics the project reports and gates on."""
+    from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score
+
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "average_precision": float(average_precision_score(y_true, proba)),
+        "accuracy": float(accuracy_score(y_true, proba >= 0.5)),
+        "log_loss": float(log_loss(y_true, proba, labels=[0, 1])),
+    }
+
+
+def training_window(settings: Settings, end_ds: str, window_days: int) -> list[str]:
+    """Validated dates in the window ending at ``end_ds`` (quarantined days are left out)."""
+    present = set(partition_dates(settings.lake_dir / "validated"))
+    return [d for d in date_range(end_ds, window_days) if d in present]
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def train_model(
+    settings: Settings,
+    end_ds: str,
+    window_days: int | None = None,
+    model_type: str | None = None,
+    params: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
+) -> dict:
+    """Train on the validated window ending at ``end_ds``, log everything to MLflow, register the
+    model and give it the ``challenger`` alias. The last ``holdout_days`` are held out (time split)."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    spec = settings.spec
+    window_days = window_days or settings.train_window_days
+    model_type = model_type or settings.model_type
+    dates = training_window(settings, end_ds, window_days)
+    if len(dates) < settings.min_train_days:
+        raise ValueError(
+            f"only {len(dates)} validated days in the {window_days}-day window ending {end_ds}; "
+            f"training needs at least {settings.min_train_days} (AIRLOOP_MIN_TRAIN_DAYS)"
+        )
+    labels = read_partitions(
+        settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, spec.label]
+    )
+    frame = training_frame(settings, labels).sort_values([spec.timestamp, spec.entity], kind="stable")
+    frame = frame.reset_index(drop=True)
+    cutoff = pd.Timestamp(date.fromisoformat(dates[-1]) - timedelta(days=settings.holdout_days - 1), tz="UTC")
+    holdout_mask = frame[spec.timestamp] >= cutoff
+    train, holdout = frame[~holdout_mask], frame[holdout_mask]
+    if train.empty or holdout.empty or train[spec.label].nunique() < 2:
+        raise ValueError(f"window {dates[0]}..{dates[-1]} gives an empty or one-class split")
+
+    X, y = train[spec.feature_names], train[spec.label].to_numpy()
+    Xh, yh = holdout[spec.feature_names], holdout[spec.label].to_numpy()
+    pipe = build_pipeline(settings, model_type, params).fit(X, y)
+    m_train = metrics(y, pipe.predict_proba(X)[:, 1])
+    m_hold = metrics(yh, pipe.predict_proba(Xh)[:, 1])
+
+    c = client(settings)
+    trigger = trigger or {}
+    with mlflow.start_run(run_name=f"train_{end_ds}") as run:
+        mlflow.log_params(
+            {
+                "model_type": model_type,
+                **{f"hp_{k}": v for k, v in (params or {}).items()},
+                "train_start": dates[0],
+                "train_end": dates[-1],
+                "window_days": window_days,
+                "holdout_days": settings.holdout_days,
+                "feature_service": FEATURE_SERVICE,
+                "features": ",".join(spec.feature_names),
+                "seed": settings.seed,
+            }
+        )
+        mlflow.log_metrics({f"train_{k}": v for k, v in m_train.items()})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in m_hold.items()})
+        mlflow.log_metrics({"rows_train": len(train), "rows_holdout": len(holdout)})
+        mlflow.set_tags(
+            {
+                "git_commit": _git_commit(),
+                "airloop.trigger_reason": trigger.get("reason", "manual"),
+                "airloop.trigger_ds": trigger.get("ds", ""),
+                "airloop.airflow_run_id": trigger.get("airflow_run_id", ""),
+                **{f"version.{p}": pkg_version(p) for p in ("scikit-learn", "pandas", "feast", "mlflow")},
+            }
+        )
+        dataset = mlflow.data.from_pandas(
+            train,
+            source=str(settings.lake_dir / "validated"),
+            name=f"train_{dates[0]}_{dates[-1]}",
+            targets=spec.label,
+        )
+        mlflow.log_input(dataset, context="training")
+        holdout_path = settings.home / "evaluation" / f"{run.info.run_id}.parquet"
+        holdout_path.parent.mkdir(parents=True, exist_ok=True)
+        holdout.to_parquet(holdout_path, index=False)
+        mlflow.log_artifact(str(holdout_path), artifact_path="evaluation")
+        example = X.head(5)
+        info = mlflow.sklearn.log_model(
+            pipe,
+            name="model",
+            signature=infer_signature(example, pipe.predict_proba(example)[:, 1]),
+            input_example=example,
+            registered_model_name=settings.model_name,
+            pip_requirements=[
+                f"scikit-learn=={pkg_version('scikit-learn')}",
+                f"pandas=={pkg_version('pandas')}",
+            ],
+            skops_trusted_types=_trusted_types(pipe),
+        )
+    version = str(info.registered_model_version)
+    c.set_registered_model_alias(settings.model_name, CHALLENGER, version)
+    return {
+        "run_id": run.info.run_id,
+        "version": version,
+        "model_uri": f"models:/{settings.model_name}/{version}",
+        "window": [dates[0], dates[-1]],
+        "holdout_rows": len(holdout),
+        "holdout_" + settings.primary_metric: m_hold[settings.primary_metric],
+    }
+
+
+def _trusted_types(pipe: Any) -> list[str]:
+    """Types skops must trust to reload our own freshly trained pipeline (stored in MLmodel)."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
+
+
+def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:
+    """The held-out evaluation rows of a training run (from its MLflow artifacts)."""
+    import mlflow.artifacts
+
+    client(settings)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"evaluation/{run_id}.parquet")
+    return pd.read_parquet(local)
