@@ -10,9 +10,7 @@ settings = get_settings()
 spec = settings.spec
 
 # The customer whose daily snapshot we score.
-customer = Entity(
-    name=spec.entity, join_keys=[spec.entity], value_type=ValueType.INT64, description="A subscriber."
-)
+customer = Entity(name=spec.entity, join_keys=[spec.entity], value_type=ValueType.INT64, description="A subscriber.")
 
 # Validated daily snapshots, one parquet file per date, written by the pipeline's features stage.
 customer_snapshots_source = FileSource(

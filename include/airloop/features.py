@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -78,14 +80,13 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     spec = settings.spec
     src = settings.partition("validated", ds) / DATA_FILE
     if not src.exists():
-        raise FileNotFoundError(
-            f"no validated partition for {ds} at {src}: it failed validation or was not run"
-        )
+        raise FileNotFoundError(f"no validated partition for {ds} at {src}: it failed validation or was not run")
     df = pd.read_parquet(src, columns=[spec.entity, spec.timestamp, *spec.feature_names])
     write_parquet(df, settings.features_dir / f"{ds}.parquet")
     store = apply_repo(settings)
     start, end = _day_bounds(ds)
-    store.materialize(start_date=start, end_date=end, feature_views=["customer_snapshot_fv"])
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a progress banner per view
+        store.materialize(start_date=start, end_date=end, feature_views=["customer_snapshot_fv"])
     return {
         "ds": ds,
         "rows": len(df),

@@ -31,11 +31,7 @@ def coerce(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]
     notes: list[str] = []
     casts = {spec.entity: "Int64", spec.label: "Int64"}
     casts.update(
-        {
-            f.name: {"int": "Int64", "float": "float64"}[f.dtype]
-            for f in spec.features
-            if f.dtype != "category"
-        }
+        {f.name: {"int": "Int64", "float": "float64"}[f.dtype] for f in spec.features if f.dtype != "category"}
     )
     for col, dtype in casts.items():
         if col not in df:

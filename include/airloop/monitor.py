@@ -19,9 +19,7 @@ def drift_report(settings: Settings, reference: Any, current: Any) -> tuple[Any,
     from evidently.presets import DataDriftPreset
 
     spec = settings.spec
-    definition = DataDefinition(
-        numerical_columns=spec.numeric_features, categorical_columns=spec.categorical_features
-    )
+    definition = DataDefinition(numerical_columns=spec.numeric_features, categorical_columns=spec.categorical_features)
     cols = spec.feature_names
     report = Report([DataDriftPreset(drift_share=settings.drift_share_threshold)], include_tests=True)
     with warnings.catch_warnings():
@@ -85,9 +83,7 @@ def check_drift(settings: Settings, ds: str) -> dict:
     result.update(numbers, report=str(out_dir / "report.html"))
     share = numbers["drift_share"]
     if share < settings.drift_share_threshold:
-        result.update(
-            action="none", reason=f"drift share {share:.2f} < threshold {settings.drift_share_threshold}"
-        )
+        result.update(action="none", reason=f"drift share {share:.2f} < threshold {settings.drift_share_threshold}")
     elif (recent := _recent_retrain(settings, ds)) is not None:
         result.update(
             action="cooldown",

@@ -9,9 +9,7 @@ from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, load_model,
 from airloop.train import load_holdout, metrics
 
 
-def decide(
-    settings: Settings, challenger: float, champion: float | None, is_backfill: bool
-) -> tuple[bool, str]:
+def decide(settings: Settings, challenger: float, champion: float | None, is_backfill: bool) -> tuple[bool, str]:
     """Apply the configured rule to metric values; return (promote?, reason in plain words)."""
     name = settings.primary_metric
     if is_backfill:

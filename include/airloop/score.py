@@ -27,9 +27,7 @@ def score_batch(settings: Settings, ds: str) -> dict:
     feats = online_features(settings, ids)
     missing = feats[spec.feature_names].isna().all(axis=1)
     if missing.any():
-        raise RuntimeError(
-            f"{int(missing.sum())} entities of {ds} have no online features: materialize {ds} first"
-        )
+        raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no online features: materialize {ds} first")
     model = load_model(settings, champ.version)
     proba = model.predict_proba(feats[spec.feature_names])[:, 1]
     out = pd.DataFrame(

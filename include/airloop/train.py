@@ -94,9 +94,7 @@ def train_model(
             f"only {len(dates)} validated days in the {window_days}-day window ending {end_ds}; "
             f"training needs at least {settings.min_train_days} (AIRLOOP_MIN_TRAIN_DAYS)"
         )
-    labels = read_partitions(
-        settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, spec.label]
-    )
+    labels = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, spec.label])
     frame = training_frame(settings, labels).sort_values([spec.timestamp, spec.entity], kind="stable")
     frame = frame.reset_index(drop=True)
     cutoff = pd.Timestamp(date.fromisoformat(dates[-1]) - timedelta(days=settings.holdout_days - 1), tz="UTC")

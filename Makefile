@@ -1,0 +1,61 @@
+# airloop: `make demo` runs the whole lifecycle on embedded defaults; `make test` runs the tests.
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+PYTHON ?= python3
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+
+export AIRLOOP_HOME ?= $(ROOT)/.airloop
+export AIRFLOW_HOME ?= $(AIRLOOP_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM := 4
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE := $(ROOT)/.airloop-passwords.json
+export AIRFLOW__LOGGING__LOGGING_LEVEL := WARNING
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_LOGGING_LEVEL := WARNING
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export FEAST_USAGE := False
+export PYTHONWARNINGS := ignore
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test test-fast lint airflow mlflow-ui status clean
+
+install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); $$UV sync --frozen --python 3.11 --quiet
+	@touch $@
+
+$(ROOT)/.airloop-passwords.json:
+	@echo '{"admin": "admin"}' > $@
+
+demo: install $(ROOT)/.airloop-passwords.json  ## fresh state, 14 simulated days through the real DAGs, summary JSON
+	@rm -rf "$(AIRLOOP_HOME)" && mkdir -p "$(AIRFLOW_HOME)"
+	@echo "Initialising Airflow metadata DB (SQLite) in $(AIRFLOW_HOME) ..."
+	@airflow db migrate >/dev/null
+	@python plugins/airloop_runner.py $(DEMO_ARGS)
+
+test: install  ## the full test suite (CI runs exactly this)
+	@pytest $(PYTEST_ARGS)
+
+test-fast: install  ## skip the slow end-to-end tests
+	@pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	@ruff check . && ruff format --check .
+
+airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
+	airflow standalone
+
+mlflow-ui: install  ## MLflow UI on the demo's state
+	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db"
+
+status: install
+	@airloop status
+
+clean:
+	rm -rf "$(AIRLOOP_HOME)" .pytest_cache

@@ -1,0 +1,33 @@
+"""Airflow glue shared by airloop's DAGs: assets, schedule, default args. Cheap to import."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, CronDataIntervalTimetable
+
+OWNER = "airloop"
+START_DATE = datetime(2026, 1, 1)
+NIGHTLY_CRON = os.environ.get("AIRLOOP_NIGHTLY_CRON", "0 2 * * *")
+TIMEZONE = os.environ.get("AIRLOOP_TIMEZONE", "UTC")
+
+# What the pipeline produces, named so the UI shows lineage and DAGs can be data-aware.
+RAW_BATCH = Asset(name="airloop_raw_batch", uri="file://airloop/lake/raw")
+VALIDATED_BATCH = Asset(name="airloop_validated_batch", uri="file://airloop/lake/validated")
+FEATURES = Asset(name="airloop_features", uri="file://airloop/feast/customer_snapshot_fv")
+MODEL = Asset(name="airloop_model", uri="mlflow://airloop_churn")
+SCORES = Asset(name="airloop_scores", uri="file://airloop/lake/predictions")
+
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def nightly() -> CronDataIntervalTimetable:
+    """Daily batches keyed by their data interval (the day the data belongs to)."""
+    return CronDataIntervalTimetable(NIGHTLY_CRON, timezone=TIMEZONE)
