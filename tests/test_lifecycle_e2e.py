@@ -1,0 +1,115 @@
+"""End to end: the real DAGs, run with dag.test() over simulated days on a temp directory."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import pytest
+
+from airloop.storage import DATA_FILE
+
+pytestmark = pytest.mark.slow
+
+START = date(2026, 1, 1)
+DAYS = 8
+BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-03", "2026-01-07", "2026-01-08"
+
+
+@pytest.fixture(scope="module")
+def lifecycle(airflow_db, tmp_path_factory):
+    from airloop.config import get_settings
+    from airloop.simulate import Scenario, simulate
+    from airloop_runner import run_days
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
+        mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "3")
+        settings = get_settings()
+        scenarios = [Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"), Scenario.parse(f"covariate_shift@{SHIFT_DAY}")]
+        simulate(START, DAYS, settings, scenarios)
+        log = {entry["ds"]: entry for entry in run_days(START, DAYS)}
+        yield settings, log
+
+
+def _task_states(dag_id: str, ds: str) -> dict[str, str]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    when = datetime.fromisoformat(ds).replace(tzinfo=timezone.utc)
+    with create_session() as session:
+        dr = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date == when).one()
+        return {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
+
+
+def test_good_days_are_ingested_validated_and_materialized(lifecycle):
+    settings, log = lifecycle
+    import json
+
+    for ds in ["2026-01-01", "2026-01-02", "2026-01-04", LAST_DAY]:
+        assert log[ds]["airloop_daily"] == "success"
+        assert (settings.partition("raw", ds) / DATA_FILE).exists()
+        result = json.loads((settings.partition("validated", ds) / "validation.json").read_text())
+        assert result["success"] is True and result["failed"] == []
+        assert (settings.features_dir / f"{ds}.parquet").exists()
+
+
+def test_bad_batch_is_quarantined_and_nothing_downstream_is_written(lifecycle):
+    settings, log = lifecycle
+    assert log[BAD_DAY]["airloop_daily"] == "failed"
+    assert "monthly_charges" in (settings.partition("quarantine", BAD_DAY) / "REASON.txt").read_text()
+    assert not settings.partition("validated", BAD_DAY).exists()
+    assert not (settings.features_dir / f"{BAD_DAY}.parquet").exists()
+    assert not settings.partition("predictions", BAD_DAY).exists()
+    states = _task_states("airloop_daily", BAD_DAY)
+    assert states["validate"] == "failed"
+    assert states["materialize"] == states["score"] == "upstream_failed"
+
+
+def test_online_store_serves_a_known_entity(lifecycle):
+    settings, _ = lifecycle
+    from airloop.features import online_features
+
+    batch = pd.read_parquet(settings.partition("validated", LAST_DAY) / DATA_FILE)
+    row = batch.iloc[0]
+    online = online_features(settings, [int(row["customer_id"])]).iloc[0]
+    assert online["monthly_charges"] == pytest.approx(row["monthly_charges"])
+    assert online["plan"] == row["plan"]
+
+
+def test_champion_exists_and_predictions_carry_its_version(lifecycle):
+    settings, _ = lifecycle
+    from airloop.registry import version_by_alias
+
+    champion = version_by_alias(settings, "champion")
+    assert champion is not None
+    assert champion.tags["airloop.gate.decision"] == "promoted"
+    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    assert set(preds["model_version"]) == {str(champion.version)}
+    assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
+
+
+def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
+    settings, log = lifecycle
+    from airloop.status import collect_status
+
+    status = collect_status(settings)
+    events = {e["ds"]: e for e in status["drift_events"]}
+    assert SHIFT_DAY in events and events[SHIFT_DAY]["action"] == "retrain"
+    assert all(ds >= SHIFT_DAY for ds in events), f"drift reported before the shift: {sorted(events)}"
+    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    assert [r["trigger_ds"] for r in retrains] == [SHIFT_DAY], "exactly one retrain; the cool-down stops repeats"
+    assert retrains[0]["run_id"] in events[SHIFT_DAY]["retrain_runs"]
+    assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
+    assert [t["conf"]["reason"] for t in log[SHIFT_DAY]["airloop_train"]] == ["retrain"]
+    assert log[SHIFT_DAY]["airloop_train"][0]["state"] == "success"
+    assert events[LAST_DAY]["action"] == "cooldown"
+
+
+def test_monitor_branch_is_really_taken(lifecycle):
+    shifted = _task_states("airloop_monitor", SHIFT_DAY)
+    assert shifted["trigger_retrain"] == "success"
+    assert shifted["no_action"] == shifted["alert_only"] == "skipped"
+    calm = _task_states("airloop_monitor", "2026-01-06")
+    assert calm["no_action"] == "success"
+    assert calm["trigger_retrain"] == calm["alert_only"] == "skipped"
