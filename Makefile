@@ -21,7 +21,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint airflow mlflow-ui status clean
+.PHONY: install demo test test-fast lint bench airflow mlflow-ui status clean
 
 install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
 
@@ -39,7 +39,8 @@ demo: install $(ROOT)/.airloop-passwords.json  ## fresh state, 14 simulated days
 	@airflow db migrate >/dev/null
 	@python plugins/airloop_runner.py $(DEMO_ARGS)
 
-test: install  ## the full test suite (CI runs exactly this)
+test: install  ## lint + the full test suite, slow end-to-end tests included (CI runs exactly this)
+	@ruff check .
 	@pytest $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
@@ -47,6 +48,9 @@ test-fast: install  ## skip the slow end-to-end tests
 
 lint: install
 	@ruff check . && ruff format --check .
+
+bench: install  ## benchmarks (figures and ratios against a baseline measured in the same run)
+	@python bench/parse_time.py
 
 airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
 	airflow standalone

@@ -1,0 +1,14 @@
+"""Benchmarks are not tests, but a tiny run of each keeps them from rotting."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def test_parse_time_bench_runs():
+    import parse_time
+
+    results = parse_time.main(["--repeat", "1"])
+    assert {"baseline", "dagbag", "airloop_daily.py", "airloop_monitor.py", "airloop_train.py"} <= set(results)
+    assert all(v > 0 for v in results.values())
