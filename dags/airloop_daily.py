@@ -15,12 +15,12 @@ Backfill a range with `airflow backfill create --dag-id airloop_daily --from-dat
 from __future__ import annotations
 
 from airflow.sdk import dag, task
+
 from airloop_dag_support import (
-    DEFAULT_ARGS,
+    DAG_DEFAULTS,
     FEATURES,
     RAW_BATCH,
     SCORES,
-    START_DATE,
     VALIDATED_BATCH,
     nightly,
 )
@@ -28,10 +28,7 @@ from airloop_dag_support import (
 
 @dag(
     schedule=nightly(),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["airloop", "daily"],
     doc_md=__doc__,
 )
@@ -46,6 +43,7 @@ def airloop_daily():
     @task(outlets=[VALIDATED_BATCH])
     def validate(ingested: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
+
         from airloop.config import get_settings
         from airloop.validate import BatchQuarantined, validate_batch
 
@@ -64,6 +62,7 @@ def airloop_daily():
     @task(outlets=[SCORES])
     def score(materialized: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
+
         from airloop.config import get_settings
         from airloop.score import NoChampion, score_batch
 

@@ -16,17 +16,15 @@ from __future__ import annotations
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
-from airloop_dag_support import DEFAULT_ARGS, START_DATE, nightly
+
+from airloop_dag_support import DAG_DEFAULTS, nightly
 
 RESULT = "ti.xcom_pull(task_ids='check_drift')"
 
 
 @dag(
     schedule=nightly(),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["airloop", "monitoring"],
     doc_md=__doc__,
 )

@@ -13,15 +13,13 @@ Triggered by `airloop_monitor` (drift or cold start, with the reason in the run'
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from airloop_dag_support import DEFAULT_ARGS, MODEL, START_DATE
+
+from airloop_dag_support import DAG_DEFAULTS, MODEL
 
 
 @dag(
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["airloop", "training"],
     doc_md=__doc__,
     params={

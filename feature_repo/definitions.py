@@ -2,9 +2,10 @@
 
 from datetime import timedelta
 
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+
 from airloop.config import get_settings
 from airloop.features import feast_schema
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 
 settings = get_settings()
 spec = settings.spec

@@ -27,6 +27,14 @@ DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=10),
 }
 
+# What every airloop DAG shares: pass as ``@dag(**DAG_DEFAULTS, ...)``.
+DAG_DEFAULTS = {
+    "start_date": START_DATE,
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+}
+
 
 def nightly() -> CronDataIntervalTimetable:
     """Daily batches keyed by their data interval (the day the data belongs to)."""

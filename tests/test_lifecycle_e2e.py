@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
@@ -26,7 +26,10 @@ def lifecycle(airflow_db, tmp_path_factory):
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
         mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "3")
         settings = get_settings()
-        scenarios = [Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"), Scenario.parse(f"covariate_shift@{SHIFT_DAY}")]
+        scenarios = [
+            Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"),
+            Scenario.parse(f"covariate_shift@{SHIFT_DAY}"),
+        ]
         simulate(START, DAYS, settings, scenarios)
         log = {entry["ds"]: entry for entry in run_days(START, DAYS)}
         yield settings, log
@@ -36,7 +39,7 @@ def _task_states(dag_id: str, ds: str) -> dict[str, str]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    when = datetime.fromisoformat(ds).replace(tzinfo=timezone.utc)
+    when = datetime.fromisoformat(ds).replace(tzinfo=UTC)
     with create_session() as session:
         dr = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date == when).one()
         return {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
