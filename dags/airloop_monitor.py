@@ -17,13 +17,13 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
-from airloop_dag_support import DAG_DEFAULTS, nightly
+from airloop_dag_support import DAG_DEFAULTS, MONITOR_CRON, nightly
 
 RESULT = "ti.xcom_pull(task_ids='check_drift')"
 
 
 @dag(
-    schedule=nightly(),
+    schedule=nightly(MONITOR_CRON),
     **DAG_DEFAULTS,
     tags=["airloop", "monitoring"],
     doc_md=__doc__,
