@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,13 @@ DAILY, MONITOR, TRAIN = "airloop_daily", "airloop_monitor", "airloop_train"
 
 
 def _quiet() -> None:
-    for name in ("airflow", "great_expectations", "feast", "mlflow", "alembic", "py.warnings", "httpx"):
+    """A quiet console: our progress lines, not the libraries' INFO logs and deprecation chatter."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("airflow", "great_expectations", "feast", "mlflow", "alembic", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("py.warnings", "mlflow.utils.environment"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.WARNING)
 
 
