@@ -40,7 +40,7 @@ demo: install $(ROOT)/.airloop-passwords.json  ## fresh state, 14 simulated days
 	@python plugins/airloop_runner.py $(DEMO_ARGS)
 
 test: install  ## lint + the full test suite, slow end-to-end tests included (CI runs exactly this)
-	@ruff check .
+	@ruff check . && ruff format --check --quiet .
 	@pytest $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests

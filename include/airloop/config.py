@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     drift_share_threshold: float = 0.3
     retrain_cooldown_days: int = 3
 
-    # alerts
-    alert_emails: list[str] = ["mlops-oncall@example.com"]
-
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)

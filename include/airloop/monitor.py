@@ -10,8 +10,6 @@ from airloop.config import Settings
 from airloop.registry import CHAMPION, client, version_by_alias
 from airloop.storage import partition_dates, read_partitions, write_json
 
-ACTIONS = ("none", "bootstrap", "retrain", "cooldown", "wait")
-
 
 def drift_report(settings: Settings, reference: Any, current: Any) -> tuple[Any, dict]:
     """Run Evidently's DataDriftPreset; return the snapshot and its key numbers."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,20 +47,6 @@ def write_json(obj: Any, target: Path) -> Path:
 def write_text(text: str, target: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
-    return target
-
-
-def replace_dir(src: Path, target: Path) -> Path:
-    """Move folder ``src`` to ``target``, replacing what was there."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-        os.replace(src, target)
-        shutil.rmtree(trash)
-    else:
-        os.replace(src, target)
     return target
 
 
