@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import date, timedelta
 from typing import Any
@@ -101,11 +102,9 @@ def check_drift(settings: Settings, ds: str) -> dict:
 
 def drift_events(settings: Settings) -> list[dict]:
     """All monitoring results whose drift share passed the threshold, oldest first."""
-    from json import loads
-
     events = []
     for p in sorted(settings.monitoring_dir.glob("ds=*/result.json")):
-        r = loads(p.read_text())
+        r = json.loads(p.read_text())
         if r.get("drift_share") is not None and r["drift_share"] >= r["threshold"]:
             events.append(r)
     return events

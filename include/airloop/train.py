@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from datetime import date, timedelta
 from importlib.metadata import version as pkg_version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -144,10 +146,10 @@ def train_model(
             targets=spec.label,
         )
         mlflow.log_input(dataset, context="training")
-        holdout_path = settings.home / "evaluation" / f"{run.info.run_id}.parquet"
-        holdout_path.parent.mkdir(parents=True, exist_ok=True)
-        holdout.to_parquet(holdout_path, index=False)
-        mlflow.log_artifact(str(holdout_path), artifact_path="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:  # the run's artifact store is the one copy
+            holdout_path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
+            holdout.to_parquet(holdout_path, index=False)
+            mlflow.log_artifact(str(holdout_path), artifact_path=str(Path(HOLDOUT_ARTIFACT).parent))
         example = X.head(5)
         info = mlflow.sklearn.log_model(
             pipe,
@@ -185,5 +187,5 @@ def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:
     import mlflow.artifacts
 
     client(settings)
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"evaluation/{run_id}.parquet")
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT_ARTIFACT)
     return pd.read_parquet(local)

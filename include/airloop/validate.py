@@ -58,16 +58,16 @@ def build_suite(spec: DatasetSpec) -> Any:
 
 def _describe(r: Any) -> dict:
     cfg = r.expectation_config
-    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
     res = r.result or {}
     observed = res.get("observed_value", res.get("unexpected_count"))
+    # GX gives one exception dict, or a dict of them keyed by metric (e.g. a missing column)
     info = r.exception_info or {}
-    for exc in [info, *info.values()] if "raised_exception" not in info else [info]:
-        if isinstance(exc, dict) and exc.get("raised_exception"):
+    for exc in [info] if "raised_exception" in info else info.values():
+        if exc.get("raised_exception"):
             observed = (exc.get("exception_message") or "error").splitlines()[0][:200]
     return {
         "expectation": cfg.type,
-        "column": kwargs.get("column") or kwargs.get("column_list"),
+        "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_list"),
         "success": bool(r.success),
         "observed": observed,
         "unexpected_percent": res.get("unexpected_percent"),
