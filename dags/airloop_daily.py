@@ -4,8 +4,11 @@
 Runs nightly for the day that just ended (its data interval).
 
 1. **ingest** the landing batch of the day into `lake/raw/ds=<day>` (atomic, idempotent);
-2. **validate** it with Great Expectations; a failing batch goes to `lake/quarantine/ds=<day>`
-   with `REASON.txt` and the task fails without retries, so nothing downstream runs;
+   (source: the landing folder, or S3 with `AIRLOOP_SOURCE=s3` and the `airloop_s3` connection);
+2. **validate** it against the suite file with Great Expectations (Data Docs kept for every run);
+   an unreadable batch or a failed `critical` expectation sends it to `lake/quarantine/ds=<day>`
+   with `REASON.txt` and the task fails without retries, so nothing downstream runs; failed
+   `warning` expectations are logged and passed on. Release a fixed batch with `airloop_release`;
 3. **materialize** the day's features into the Feast online store;
 4. **score** the day's customers with `models:/airloop_churn@champion` (skipped until a champion exists).
 
@@ -22,7 +25,9 @@ from airloop_dag_support import (
     RAW_BATCH,
     SCORES,
     VALIDATED_BATCH,
+    fail_if_quarantined,
     nightly,
+    s3_client_kwargs,
 )
 
 
@@ -38,19 +43,20 @@ def airloop_daily():
         from airloop.config import get_settings
         from airloop.ingest import ingest_batch
 
-        return ingest_batch(get_settings(), ds)
+        settings = get_settings()
+        with fail_if_quarantined():
+            return ingest_batch(settings, ds, s3_client_kwargs=s3_client_kwargs(settings.s3_conn_id))
 
     @task(outlets=[VALIDATED_BATCH])
     def validate(ingested: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from airloop.config import get_settings
-        from airloop.validate import BatchQuarantined, validate_batch
+        from airloop.validate import validate_batch
 
-        try:
-            return validate_batch(get_settings(), ingested["ds"])
-        except BatchQuarantined as exc:  # bad data: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
+        with fail_if_quarantined():
+            result = validate_batch(get_settings(), ingested["ds"])
+        for warning in result["warnings"]:
+            print(f"WARNING (not blocking): {warning}")
+        return result
 
     @task(outlets=[FEATURES])
     def materialize(validated: dict) -> dict:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable
 
@@ -42,3 +45,36 @@ DAG_DEFAULTS = {
 def nightly(cron: str = NIGHTLY_CRON) -> CronDataIntervalTimetable:
     """Daily batches keyed by their data interval; tasks use its logical date ``ds`` as the batch day."""
     return CronDataIntervalTimetable(cron, timezone=TIMEZONE)
+
+
+@contextmanager
+def fail_if_quarantined() -> Iterator[None]:
+    """Turn a quarantined batch into a task failure without retries: retrying bad data cannot help."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airloop.quarantine import BatchQuarantined
+
+    try:
+        yield
+    except BatchQuarantined as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def s3_client_kwargs(conn_id: str) -> dict[str, Any]:
+    """boto3 client arguments from an Airflow connection (login/password, extras endpoint_url and
+    region_name); empty when no such connection exists, so boto3's own environment applies."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return {}
+    extra = conn.extra_dejson
+    found = {
+        "aws_access_key_id": conn.login,
+        "aws_secret_access_key": conn.password,
+        "endpoint_url": extra.get("endpoint_url"),
+        "region_name": extra.get("region_name"),
+    }
+    return {k: v for k, v in found.items() if v}

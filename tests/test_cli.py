@@ -14,7 +14,7 @@ import pytest
 from airloop.simulate import Scenario, write_landing
 
 AIRLOOP = str(Path(sys.executable).with_name("airloop"))
-SUBCOMMANDS = ["simulate", "validate", "status", "features-env"]
+SUBCOMMANDS = ["simulate", "validate", "suite", "release", "status", "features-env"]
 
 
 def _run(settings, *args):
@@ -30,10 +30,10 @@ def test_every_subcommand_has_help_and_json(settings, sub):
 
 def test_validate_passes_a_good_file_and_explains_a_bad_one(settings):
     good = write_landing(date(2026, 1, 2), settings)
-    out = _run(settings, "validate", str(good))
+    out = _run(settings, "validate", str(good), "--date", "2026-01-02")
     assert out.returncode == 0 and out.stdout.startswith("PASS")
     bad = write_landing(date(2026, 1, 3), settings, [Scenario.parse("schema_break@2026-01-03")])
-    out = _run(settings, "validate", str(bad), "--json")
+    out = _run(settings, "validate", str(bad), "--date", "2026-01-03", "--json")
     assert out.returncode == 1
     report = json.loads(out.stdout)
     assert report["success"] is False

@@ -25,19 +25,47 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from pathlib import Path
 
-    from airloop.ingest import coerce
+    from airloop.ingest import UnreadableFile, coerce, read_file
     from airloop.validate import check_frame, explain
 
-    spec = get_settings().spec
-    df = pd.read_parquet(args.path) if args.path.endswith(".parquet") else pd.read_csv(args.path)
-    df, notes = coerce(df, spec)
-    summary = {"path": args.path, "coercion_notes": notes, **check_frame(df, spec)}
+    settings = get_settings()
+    try:
+        df = read_file(Path(args.path))
+    except UnreadableFile as exc:
+        _emit(args, {"path": args.path, "success": False, "error": str(exc)}, f"FAIL: {exc}")
+        return 1
+    df, notes = coerce(df, settings.spec)
+    summary = {"path": args.path, "ds": args.date, "coercion_notes": notes, **check_frame(settings, df, args.date)}
     ok = summary["success"]
-    text = f"PASS: {summary['evaluated']} expectations met" if ok else f"FAIL:\n{explain(summary)}"
+    text = f"PASS: {summary['evaluated']} expectations checked" if ok else f"FAIL:\n{explain(summary)}"
+    if summary["warnings"]:
+        text += f"\nWARNINGS (not blocking):\n{explain(summary, 'warnings')}"
     _emit(args, summary, text)
     return 0 if ok else 1
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from airloop.validate import write_suite
+
+    path = write_suite(get_settings())
+    _emit(args, {"suite": str(path)}, f"wrote {path} (hand-written expectations kept)")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from airloop.quarantine import BatchQuarantined, release_batch
+
+    try:
+        result = release_batch(get_settings(), args.date, Path(args.path) if args.path else None)
+    except BatchQuarantined as exc:
+        _emit(args, {"ds": args.date, "released": False, "error": str(exc)}, f"NOT RELEASED: {exc}")
+        return 1
+    _emit(args, result, f"released {args.date}: {result['rows']} rows now in {result['path']}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -73,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("validate", cmd_validate, "Check a CSV/Parquet file against the expectation suite (no Airflow needed).")
     p.add_argument("path")
+    p.add_argument("--date", required=True, help="the logical date the file is for, YYYY-MM-DD")
+
+    add("suite", cmd_suite, "Regenerate the spec-derived expectations in the suite file, keeping hand-written ones.")
+
+    p = add("release", cmd_release, "Re-validate a fixed quarantined batch and, if it passes, move it on.")
+    p.add_argument("--date", required=True, help="the quarantined date, YYYY-MM-DD")
+    p.add_argument("--path", help="the fixed file or folder (default: the quarantined batch, edited in place)")
 
     add("status", cmd_status, "Show champion/challenger, partitions, quarantine, drift events and retrains.")
 

@@ -22,6 +22,14 @@ class Settings(BaseSettings):
     home: Path = Path.home() / ".airloop"
     spec_path: Path = PACKAGE_DIR / "dataset.yaml"
     feature_repo: Path = PROJECT_DIR / "feature_repo"
+    suite_dir: Path = PACKAGE_DIR / "expectations"
+
+    # sources: the landing folder, or S3 (bucket/prefix per date; credentials and endpoint from the
+    # standard AWS_* environment or the Airflow connection named by s3_conn_id)
+    source: Literal["local", "s3"] = "local"
+    s3_bucket: str = "airloop-landing"
+    s3_prefix: str = "landing/ds={ds}/"
+    s3_conn_id: str = "airloop_s3"
 
     # services
     mlflow_tracking_uri: str | None = None  # default: SQLite under home
@@ -55,6 +63,16 @@ class Settings(BaseSettings):
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)
+
+    @property
+    def suite_path(self) -> Path:
+        """The reviewable expectation suite file (generated part + hand-written additions)."""
+        return self.suite_dir / f"{self.spec.name}.json"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        """The GX Data Docs site with every validation run."""
+        return self.home / "gx" / "uncommitted" / "data_docs" / "local_site"
 
     @property
     def landing_dir(self) -> Path:

@@ -2,44 +2,63 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from airloop.config import Settings
+from airloop.quarantine import quarantine_batch
+from airloop.sources import describe, local_files, s3_files
 from airloop.spec import DatasetSpec
 from airloop.storage import DATA_FILE, write_json, write_parquet
 
 
-def find_landing_files(settings: Settings, ds: str) -> list[Path]:
-    """The landing files of date ``ds``; raise if there are none."""
-    folder = settings.landing_dir / f"ds={ds}"
-    files = sorted([*folder.glob("*.csv"), *folder.glob("*.parquet")])
-    if not files:
-        raise FileNotFoundError(f"no landing batch for {ds}: expected *.csv or *.parquet under {folder}")
-    return files
+class UnreadableFile(ValueError):
+    """A landing file that cannot be parsed at all."""
 
 
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+def read_file(path: Path) -> pd.DataFrame:
+    """Read one CSV (UTF-8) or Parquet file; raise UnreadableFile saying what is wrong in plain words."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(
+            f"{path.name} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}): "
+            "re-export it as UTF-8"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise UnreadableFile(f"{path.name} is empty (0 bytes, no header)") from exc
+    except pd.errors.ParserError as exc:
+        raise UnreadableFile(f"{path.name} is not valid CSV: {str(exc).strip()}") from exc
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise UnreadableFile(f"{path.name} is not a readable Parquet file (truncated or corrupt): {exc}") from exc
 
 
 def coerce(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]]:
-    """Cast known columns to the spec's types. A column that cannot be cast is kept as text
-    (so validation reports it) and named in the returned notes; nothing is silently nulled."""
+    """Cast known columns to the spec's types and report what does not fit: a column that cannot be
+    cast is kept as text and an unknown extra column is kept, both named in the notes, so
+    validation blocks the batch with a reason (nothing is silently nulled or dropped)."""
     df = df.copy()
     notes: list[str] = []
-    casts = {spec.entity: "Int64", spec.label: "Int64"}
-    casts.update(
-        {f.name: {"int": "Int64", "float": "float64"}[f.dtype] for f in spec.features if f.dtype != "category"}
-    )
+    extra = [c for c in df.columns if c not in spec.columns]
+    if extra:
+        notes.append(f"columns not in the dataset spec: {extra}")
+    missing = [c for c in spec.columns if c not in df.columns]
+    if missing:
+        notes.append(f"columns missing: {missing}")
+    casts = {spec.entity: "int", spec.label: "int"}
+    casts.update({f.name: f.dtype for f in spec.features if f.dtype != "category"})
     for col, dtype in casts.items():
         if col not in df:
             continue
         try:
             values = pd.to_numeric(df[col], errors="raise")
             # plain int64 unless there are nulls (GX's type checks reject pandas' nullable Int64)
-            df[col] = values.astype(dtype if dtype == "float64" or values.isna().any() else "int64")
+            df[col] = values.astype("float64" if dtype == "float" else "Int64" if values.isna().any() else "int64")
         except (ValueError, TypeError) as exc:
             df[col] = df[col].astype("string")
             notes.append(f"column {col!r} is not {dtype}: {exc}")
@@ -47,23 +66,43 @@ def coerce(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]
         if f.dtype == "category" and f.name in df:
             df[f.name] = df[f.name].astype("string")
     if spec.timestamp in df:
-        df[spec.timestamp] = pd.to_datetime(df[spec.timestamp], utc=True)
-        df = df.sort_values([spec.timestamp, *([spec.entity] if spec.entity in df else [])], kind="stable")
+        try:
+            df[spec.timestamp] = pd.to_datetime(df[spec.timestamp], utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            df[spec.timestamp] = df[spec.timestamp].astype("string")
+            notes.append(f"column {spec.timestamp!r} is not an ISO 8601 timestamp: {exc}")
+        else:
+            keys = [spec.timestamp, *([spec.entity] if spec.entity in df else [])]
+            df = df.sort_values(keys, kind="stable")
     return df.reset_index(drop=True), notes
 
 
-def ingest_batch(settings: Settings, ds: str) -> dict:
-    """Read the landing batch of ``ds`` and write ``raw/ds=<ds>/`` atomically; return a summary."""
-    files = find_landing_files(settings, ds)
-    df = pd.concat([_read(p) for p in files], ignore_index=True)
-    df, notes = coerce(df, settings.spec)
+def ingest_batch(
+    settings: Settings, ds: str, files: list[Path] | None = None, s3_client_kwargs: dict[str, Any] | None = None
+) -> dict:
+    """Read the landing batch of ``ds`` (the given files, else the configured source) and write
+    ``raw/ds=<ds>/`` atomically. An unreadable file quarantines the batch (BatchQuarantined)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        if files is None:
+            if settings.source == "s3":
+                files = s3_files(settings, ds, Path(workdir), s3_client_kwargs)
+            else:
+                files = local_files(settings, ds)
+        if not files:
+            raise FileNotFoundError(f"no landing batch for {ds}: no *.csv or *.parquet under {describe(settings, ds)}")
+        try:
+            frames = [read_file(p) for p in files]
+        except UnreadableFile as exc:
+            quarantine_batch(settings, ds, reason=f"unreadable input: {exc}", files=files)
+        sources = [describe(settings, ds) + "/" + p.name.split("__")[-1] for p in files]
+    df, notes = coerce(pd.concat(frames, ignore_index=True), settings.spec)
     out = settings.partition("raw", ds)
     write_parquet(df, out / DATA_FILE)
     summary = {
         "ds": ds,
         "rows": len(df),
         "columns": list(df.columns),
-        "sources": [str(p) for p in files],
+        "sources": sources,
         "coercion_notes": notes,
         "path": str(out / DATA_FILE),
     }

@@ -17,6 +17,8 @@ class Feature(BaseModel):
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
+    max_missing: float = 0.0  # share of nulls above which the batch is blocked
+    warn_missing: float | None = None  # share of nulls above which a warning is recorded
 
     @model_validator(mode="after")
     def _check(self) -> Feature:

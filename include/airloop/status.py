@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airloop.config import Settings
+from airloop.quarantine import quarantined_dates
 from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, version_by_alias
 from airloop.storage import partition_dates
 
@@ -44,9 +45,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     aliases = {a: version_by_alias(settings, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)}
     runs = training_runs(settings)
     scored = partition_dates(lake / "predictions")
-    quarantined = (
-        sorted(p.name[3:] for p in (lake / "quarantine").glob("ds=*")) if (lake / "quarantine").exists() else []
-    )
     events = [
         {
             "ds": e["ds"],
@@ -68,7 +66,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "latest_ingested": _latest(partition_dates(lake / "raw")),
         "latest_validated": _latest(partition_dates(lake / "validated")),
         "latest_scored": _latest(scored),
-        "quarantined": quarantined,
+        "quarantined": quarantined_dates(settings),
         "predictions": [str(settings.partition("predictions", d) / "data.parquet") for d in scored],
         "reports": [str(p) for p in sorted(settings.monitoring_dir.glob("ds=*/report.html"))],
         "drift_events": events,

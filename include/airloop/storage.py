@@ -20,6 +20,8 @@ DATA_FILE = "data.parquet"
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temp path next to ``target``; on success rename it over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -1,22 +1,29 @@
-"""Validate: check a raw partition with Great Expectations; pass it on or quarantine it."""
+"""Validate: check a raw partition against the expectation suite; pass it on or quarantine it.
+
+The suite lives in a reviewable JSON file (``settings.suite_path``). ``write_suite`` regenerates
+the expectations derived from the dataset spec (marked ``meta.generated_by: airloop``) and keeps
+every expectation a person added by hand. Severity is GX's own: ``critical`` expectations block
+the batch (quarantine), ``warning``/``info`` ones let it through with a recorded warning.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from airloop.config import Settings
+from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, write_json, write_parquet, write_text
+from airloop.storage import DATA_FILE, write_json, write_parquet
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
-
-
-class BatchQuarantined(RuntimeError):
-    """A batch failed blocking expectations and was moved to quarantine."""
+GENERATED = {"generated_by": "airloop"}
+BLOCK, WARN = "critical", "warning"
 
 
 def _import_gx() -> Any:
@@ -28,32 +35,74 @@ def _import_gx() -> Any:
     return gx
 
 
-def build_suite(spec: DatasetSpec) -> Any:
-    """The default expectation suite derived from the dataset spec."""
-    gx = _import_gx()
+def generate_expectations(spec: DatasetSpec) -> list[Any]:
+    """The expectations derived from the dataset spec, as GX expectation objects."""
     import great_expectations.expectations as gxe
 
-    exps: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=spec.columns, exact_match=True),
-        gxe.ExpectTableRowCountToBeBetween(min_value=spec.rows_per_day.min, max_value=spec.rows_per_day.max),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.entity, spec.timestamp]),
-        gxe.ExpectColumnValuesToNotBeNull(column=spec.entity),
-        gxe.ExpectColumnValuesToNotBeNull(column=spec.timestamp),
-        gxe.ExpectColumnValuesToNotBeNull(column=spec.label),
+    def e(cls: Any, severity: str = BLOCK, **kwargs: Any) -> Any:
+        return cls(**kwargs, meta=dict(GENERATED), severity=severity)
+
+    exps = [
+        e(gxe.ExpectTableColumnsToMatchSet, column_set=spec.columns, exact_match=True),
+        e(gxe.ExpectTableRowCountToBeBetween, min_value=spec.rows_per_day.min, max_value=spec.rows_per_day.max),
+        e(gxe.ExpectCompoundColumnsToBeUnique, column_list=[spec.entity, spec.timestamp]),
+        e(gxe.ExpectColumnValuesToNotBeNull, column=spec.entity),
+        e(gxe.ExpectColumnValuesToNotBeNull, column=spec.timestamp),
+        # freshness: every event inside the logical date's interval (parameters set per run)
+        e(
+            gxe.ExpectColumnValuesToBeBetween,
+            column=spec.timestamp,
+            min_value={"$PARAMETER": "interval_start"},
+            max_value={"$PARAMETER": "interval_end"},
+            strict_max=True,
+        ),
+        e(gxe.ExpectColumnValuesToNotBeNull, column=spec.label),
     ]
     if spec.task == "binary_classification":
-        exps.append(gxe.ExpectColumnValuesToBeInSet(column=spec.label, value_set=[0, 1]))
+        exps.append(e(gxe.ExpectColumnValuesToBeInSet, column=spec.label, value_set=[0, 1]))
     for f in spec.features:
-        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=f.name))
+        exps.append(e(gxe.ExpectColumnValuesToNotBeNull, column=f.name, mostly=1.0 - f.max_missing))
+        if f.warn_missing is not None and f.warn_missing < f.max_missing:
+            exps.append(e(gxe.ExpectColumnValuesToNotBeNull, WARN, column=f.name, mostly=1.0 - f.warn_missing))
         if f.dtype == "category":
-            exps.append(gxe.ExpectColumnValuesToBeInSet(column=f.name, value_set=f.categories))
+            exps.append(e(gxe.ExpectColumnValuesToBeInSet, column=f.name, value_set=f.categories))
         else:
-            exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=NUMERIC_TYPES))
-            exps.append(gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max))
-    suite = gx.ExpectationSuite(name=f"{spec.name}_suite")
-    for e in exps:
-        suite.add_expectation(e)
-    return suite
+            exps.append(e(gxe.ExpectColumnValuesToBeInTypeList, column=f.name, type_list=NUMERIC_TYPES))
+            exps.append(e(gxe.ExpectColumnValuesToBeBetween, column=f.name, min_value=f.min, max_value=f.max))
+    return exps
+
+
+def _strip_ids(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not (k == "id" and v is None)}
+
+
+def write_suite(settings: Settings) -> Path:
+    """(Re)generate the spec-derived part of the suite file, keeping hand-written expectations."""
+    gx = _import_gx()
+    path = settings.suite_path
+    kept: list[dict] = []
+    if path.exists():
+        kept = [x for x in json.loads(path.read_text())["expectations"] if x.get("meta") != GENERATED]
+    generated = [_strip_ids(x.configuration.to_json_dict()) for x in generate_expectations(settings.spec)]
+    suite = _strip_ids(gx.ExpectationSuite(name=f"{settings.spec.name}_suite").to_json_dict())
+    suite.pop("meta", None)  # holds the GX version: keep the file stable across upgrades
+    suite["expectations"] = generated + kept
+    return write_json(suite, path)
+
+
+def load_suite(settings: Settings) -> Any:
+    """The suite from its file (a clear error if it was never generated)."""
+    gx = _import_gx()
+    path = settings.suite_path
+    if not path.exists():
+        raise FileNotFoundError(f"no expectation suite at {path}: run `airloop suite` to generate it")
+    return gx.ExpectationSuite(**json.loads(path.read_text()))
+
+
+def interval(ds: str) -> dict[str, str]:
+    """Suite parameters of a logical date: its interval [start, end) in UTC."""
+    start = datetime.combine(date.fromisoformat(ds), datetime.min.time(), tzinfo=UTC)
+    return {"interval_start": start.isoformat(), "interval_end": (start + timedelta(days=1)).isoformat()}
 
 
 def _describe(r: Any) -> dict:
@@ -67,6 +116,7 @@ def _describe(r: Any) -> dict:
             observed = (exc.get("exception_message") or "error").splitlines()[0][:200]
     return {
         "expectation": cfg.type,
+        "severity": str(getattr(cfg.severity, "value", cfg.severity) or BLOCK),
         "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_list"),
         "success": bool(r.success),
         "observed": observed,
@@ -75,8 +125,23 @@ def _describe(r: Any) -> dict:
     }
 
 
-def check_frame(df: pd.DataFrame, spec: DatasetSpec) -> dict:
-    """Validate a data frame against the spec's suite; return a JSON-ready, time-free summary."""
+def summarize(result: Any) -> dict:
+    """A JSON-ready, time-free summary: blocking failures and warnings in separate lists."""
+    results = [_describe(r) for r in result.results]
+    failed = [r for r in results if not r["success"]]
+    blocked = [r for r in failed if r["severity"] == BLOCK]
+    return {
+        "success": not blocked,
+        "evaluated": len(results),
+        "failed": blocked,
+        "warnings": [r for r in failed if r["severity"] != BLOCK],
+        "results": results,
+    }
+
+
+def check_frame(settings: Settings, df: pd.DataFrame, ds: str) -> dict:
+    """Validate a frame against the suite for logical date ``ds`` in an ephemeral GX context
+    (what ``airloop validate`` uses: nothing is written)."""
     gx = _import_gx()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
@@ -86,20 +151,45 @@ def check_frame(df: pd.DataFrame, spec: DatasetSpec) -> dict:
         .add_batch_definition_whole_dataframe("whole")
         .get_batch(batch_parameters={"dataframe": df})
     )
-    result = batch.validate(build_suite(spec))
-    results = [_describe(r) for r in result.results]
-    return {
-        "success": bool(result.success),
-        "evaluated": len(results),
-        "failed": [r for r in results if not r["success"]],
-        "results": results,
-    }
+    return summarize(batch.validate(load_suite(settings), expectation_parameters=interval(ds)))
 
 
-def explain(summary: dict) -> str:
+def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict, str | None]:
+    """Validate through a GX Checkpoint in the file context under ``home/gx``: the result is kept
+    and rendered into the Data Docs site, so every run's validation can be browsed later.
+    Returns the summary and the path of this run's Data Docs page."""
+    gx = _import_gx()
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = gx.get_context(mode="file", project_root_dir=str(settings.home))
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_or_update_pandas("airloop")
+    asset = next((a for a in source.assets if a.name == "daily_batch"), None) or source.add_dataframe_asset(
+        "daily_batch"
+    )
+    batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
+    batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")
+    suite = context.suites.add_or_update(load_suite(settings))
+    vd = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name="airloop_daily_batch", data=batch_def, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(name="airloop_daily", validation_definitions=[vd], actions=[UpdateDataDocsAction(name="docs")])
+    )
+    run = checkpoint.run(
+        batch_parameters={"dataframe": df}, expectation_parameters=interval(ds), run_id=RunIdentifier(run_name=ds)
+    )
+    (identifier, result), *_ = run.run_results.items()
+    urls = context.get_docs_sites_urls(resource_identifier=identifier)
+    page = urls[0]["site_url"].removeprefix("file://") if urls else None
+    return summarize(result), page
+
+
+def explain(summary: dict, key: str = "failed") -> str:
     """The failed expectations in plain words, one per line."""
     lines = []
-    for f in summary["failed"]:
+    for f in summary[key]:
         where = f" on {f['column']}" if f["column"] else ""
         extra = f" (e.g. {', '.join(f['partial_unexpected'])})" if f["partial_unexpected"] else ""
         lines.append(f"- {f['expectation']}{where}: observed {f['observed']}{extra}")
@@ -107,26 +197,32 @@ def explain(summary: dict) -> str:
 
 
 def validate_batch(settings: Settings, ds: str) -> dict:
-    """Validate ``raw/ds=<ds>``. Pass: write ``validated/ds=<ds>``. Fail: write the batch, its
-    validation result and a readable reason to ``quarantine/ds=<ds>`` and raise BatchQuarantined."""
+    """Validate ``raw/ds=<ds>``. Pass (warnings allowed): write ``validated/ds=<ds>``. Blocking
+    failure: quarantine the batch with its result, reason and Data Docs page; raise BatchQuarantined."""
     raw = settings.partition("raw", ds) / DATA_FILE
     if not raw.exists():
         raise FileNotFoundError(f"no raw partition for {ds} at {raw}: run ingestion first")
     df = pd.read_parquet(raw)
-    summary = {"ds": ds, **check_frame(df, settings.spec)}
-    validated, quarantine = settings.partition("validated", ds), settings.partition("quarantine", ds)
-    if summary["success"]:
-        shutil.rmtree(quarantine, ignore_errors=True)
-        write_json(summary, validated / "validation.json")
-        write_parquet(df, validated / DATA_FILE)
-        return {"ds": ds, "success": True, "rows": len(df), "path": str(validated / DATA_FILE)}
-
-    shutil.rmtree(validated, ignore_errors=True)
-    reason = explain(summary)
-    write_json(summary, quarantine / "validation.json")
-    write_text(f"Batch {ds} failed validation and was quarantined.\n{reason}\n", quarantine / "REASON.txt")
-    write_parquet(df, quarantine / DATA_FILE)
-    raise BatchQuarantined(
-        f"batch {ds} quarantined at {quarantine}: {len(summary['failed'])} of {summary['evaluated']} "
-        f"expectations failed:\n{reason}"
-    )
+    checked, docs_page = run_checkpoint(settings, df, ds)
+    summary = {"ds": ds, **checked}
+    validated = settings.partition("validated", ds)
+    if not summary["success"]:
+        quarantine_batch(
+            settings,
+            ds,
+            reason=f"{len(summary['failed'])} of {summary['evaluated']} blocking expectations failed:\n"
+            f"{explain(summary)}",
+            data=df,
+            result=summary,
+            docs_page=docs_page,
+        )
+    write_json(summary, validated / "validation.json")
+    write_parquet(df, validated / DATA_FILE)
+    return {
+        "ds": ds,
+        "success": True,
+        "rows": len(df),
+        "warnings": [f"{w['expectation']} on {w['column']}: observed {w['observed']}" for w in summary["warnings"]],
+        "data_docs": docs_page,
+        "path": str(validated / DATA_FILE),
+    }

@@ -1,0 +1,65 @@
+"""
+### airloop release: put a fixed quarantined batch back into the pipeline
+
+After fixing a quarantined batch (edit `lake/quarantine/ds=<day>/data.parquet`, or point `path` at
+a corrected file or folder), trigger this DAG with the date. It re-ingests and re-validates the batch
+with the same code as `airloop_daily`; only if it passes does it leave quarantine, and then its
+features are materialized and it is scored. If it still fails, it stays quarantined and the task
+says why. The same from a shell: `airloop release --date <day> [--path FILE]`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from airloop_dag_support import DAG_DEFAULTS, FEATURES, SCORES, VALIDATED_BATCH, fail_if_quarantined
+
+
+@dag(
+    schedule=None,
+    **DAG_DEFAULTS,
+    tags=["airloop", "data-quality"],
+    doc_md=__doc__,
+    params={
+        "date": Param(type="string", format="date", description="The quarantined date to release."),
+        "path": Param(
+            None,
+            type=["null", "string"],
+            description="Fixed file or folder (default: the quarantined batch, edited in place).",
+        ),
+    },
+)
+def airloop_release():
+    @task(outlets=[VALIDATED_BATCH], retries=0)
+    def release(params: dict | None = None) -> dict:
+        from pathlib import Path
+
+        from airloop.config import get_settings
+        from airloop.quarantine import release_batch
+
+        with fail_if_quarantined():
+            return release_batch(get_settings(), params["date"], Path(params["path"]) if params["path"] else None)
+
+    @task(outlets=[FEATURES])
+    def materialize(released: dict) -> dict:
+        from airloop.config import get_settings
+        from airloop.features import materialize_features
+
+        return materialize_features(get_settings(), released["ds"])
+
+    @task(outlets=[SCORES])
+    def score(materialized: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airloop.config import get_settings
+        from airloop.score import NoChampion, score_batch
+
+        try:
+            return score_batch(get_settings(), materialized["ds"])
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from exc
+
+    score(materialize(release()))
+
+
+airloop_release()

@@ -1,0 +1,94 @@
+"""Quarantine: where a bad batch goes, with why; and release, which puts a fixed batch back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+
+from airloop.config import Settings
+from airloop.storage import DATA_FILE, write_json, write_parquet, write_text
+
+REASON_FILE = "REASON.txt"
+
+
+class BatchQuarantined(RuntimeError):
+    """A batch was unreadable or failed blocking expectations and was moved to quarantine."""
+
+
+def quarantine_batch(
+    settings: Settings,
+    ds: str,
+    reason: str,
+    data: pd.DataFrame | None = None,
+    files: list[Path] | None = None,
+    result: dict | None = None,
+    docs_page: str | None = None,
+) -> NoReturn:
+    """Replace ``quarantine/ds=<ds>`` (atomically, as one folder) with the batch, its validation
+    result, its Data Docs page and a readable ``REASON.txt``; drop any validated partition of that
+    date; raise BatchQuarantined with the reason."""
+    target = settings.partition("quarantine", ds)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        if data is not None:
+            write_parquet(data, staging / DATA_FILE)
+        for f in files or []:
+            (staging / "files").mkdir(exist_ok=True)
+            shutil.copy2(f, staging / "files" / f.name)
+        if result is not None:
+            write_json(result, staging / "validation.json")
+        page_note = ""
+        if docs_page:
+            page = _copy_docs_page(settings, Path(docs_page), staging / "data_docs")
+            page_note = f"\nData Docs: {target / page.relative_to(staging)}"
+        message = f"batch {ds} quarantined at {target}: {reason}{page_note}"
+        write_text(message + "\n", staging / REASON_FILE)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(settings.partition("validated", ds), ignore_errors=True)
+    raise BatchQuarantined(message.replace(str(staging), str(target)))
+
+
+def _copy_docs_page(settings: Settings, page: Path, dest: Path) -> Path:
+    """Copy one rendered validation page with the site's static assets, keeping relative links."""
+    site = settings.data_docs_dir
+    rel = page.relative_to(site)
+    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(page, dest / rel)
+    if (site / "static").exists():
+        shutil.copytree(site / "static", dest / "static", dirs_exist_ok=True)
+    return dest / rel
+
+
+def quarantined_dates(settings: Settings) -> list[str]:
+    """Dates currently in quarantine."""
+    zone = settings.lake_dir / "quarantine"
+    return sorted(p.name[3:] for p in zone.glob("ds=*")) if zone.exists() else []
+
+
+def release_batch(settings: Settings, ds: str, path: Path | None = None) -> dict:
+    """Re-ingest a fixed batch for ``ds`` (``path``, else the quarantined data or files) and
+    re-validate it. Pass: it moves on to ``validated/`` and leaves quarantine. Fail: it stays
+    quarantined and BatchQuarantined says why."""
+    from airloop.ingest import ingest_batch
+    from airloop.validate import validate_batch
+
+    qdir = settings.partition("quarantine", ds)
+    if path is None:
+        if not qdir.exists():
+            raise FileNotFoundError(f"{ds} is not in quarantine ({qdir} does not exist)")
+        path = qdir / DATA_FILE if (qdir / DATA_FILE).exists() else qdir / "files"
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    ingest_batch(settings, ds, files=files)
+    result = validate_batch(settings, ds)
+    shutil.rmtree(qdir, ignore_errors=True)
+    return {**result, "released": True}

@@ -1,0 +1,45 @@
+"""Sources: where a day's landing files come from — the local landing folder or S3 (boto3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airloop.config import Settings
+
+SUFFIXES = (".csv", ".parquet")
+
+
+def local_files(settings: Settings, ds: str) -> list[Path]:
+    """The landing files of ``ds`` in the local landing folder."""
+    folder = settings.landing_dir / f"ds={ds}"
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in SUFFIXES)
+
+
+def s3_files(settings: Settings, ds: str, workdir: Path, client_kwargs: dict[str, Any] | None = None) -> list[Path]:
+    """Download the objects under ``s3://<bucket>/<prefix for ds>`` into ``workdir``.
+    Credentials and endpoint come from ``client_kwargs`` (e.g. an Airflow connection) or boto3's
+    standard environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...), never from code."""
+    import boto3
+
+    client = boto3.client("s3", **(client_kwargs or {}))
+    prefix = settings.s3_prefix.format(ds=ds)
+    keys = [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+        if obj["Key"].endswith(SUFFIXES)
+    ]
+    files = []
+    for key in sorted(keys):
+        local = workdir / key.replace("/", "__")
+        client.download_file(settings.s3_bucket, key, str(local))
+        files.append(local)
+    return files
+
+
+def describe(settings: Settings, ds: str) -> str:
+    """Where the landing batch of ``ds`` is expected, for error messages."""
+    if settings.source == "s3":
+        return f"s3://{settings.s3_bucket}/{settings.s3_prefix.format(ds=ds)}"
+    return str(settings.landing_dir / f"ds={ds}")
