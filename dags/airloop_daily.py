@@ -26,8 +26,10 @@ from airloop_dag_support import (
     SCORES,
     VALIDATED_BATCH,
     fail_if_quarantined,
+    materialize_day,
     nightly,
     s3_client_kwargs,
+    score_day,
 )
 
 
@@ -60,22 +62,11 @@ def airloop_daily():
 
     @task(outlets=[FEATURES])
     def materialize(validated: dict) -> dict:
-        from airloop.config import get_settings
-        from airloop.features import materialize_features
-
-        return materialize_features(get_settings(), validated["ds"])
+        return materialize_day(validated["ds"])
 
     @task(outlets=[SCORES])
     def score(materialized: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from airloop.config import get_settings
-        from airloop.score import NoChampion, score_batch
-
-        try:
-            return score_batch(get_settings(), materialized["ds"])
-        except NoChampion as exc:
-            raise AirflowSkipException(str(exc)) from exc
+        return score_day(materialized["ds"])
 
     score(materialize(validate(ingest())))
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop_dag_support import DAG_DEFAULTS, FEATURES, SCORES, VALIDATED_BATCH, fail_if_quarantined
+from airloop_dag_support import (
+    DAG_DEFAULTS,
+    FEATURES,
+    SCORES,
+    VALIDATED_BATCH,
+    fail_if_quarantined,
+    materialize_day,
+    score_day,
+)
 
 
 @dag(
@@ -30,7 +38,7 @@ from airloop_dag_support import DAG_DEFAULTS, FEATURES, SCORES, VALIDATED_BATCH,
     },
 )
 def airloop_release():
-    @task(outlets=[VALIDATED_BATCH], retries=0)
+    @task(outlets=[VALIDATED_BATCH])
     def release(params: dict | None = None) -> dict:
         from pathlib import Path
 
@@ -42,22 +50,11 @@ def airloop_release():
 
     @task(outlets=[FEATURES])
     def materialize(released: dict) -> dict:
-        from airloop.config import get_settings
-        from airloop.features import materialize_features
-
-        return materialize_features(get_settings(), released["ds"])
+        return materialize_day(released["ds"])
 
     @task(outlets=[SCORES])
     def score(materialized: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from airloop.config import get_settings
-        from airloop.score import NoChampion, score_batch
-
-        try:
-            return score_batch(get_settings(), materialized["ds"])
-        except NoChampion as exc:
-            raise AirflowSkipException(str(exc)) from exc
+        return score_day(materialized["ds"])
 
     score(materialize(release()))
 

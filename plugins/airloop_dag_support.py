@@ -78,3 +78,24 @@ def s3_client_kwargs(conn_id: str) -> dict[str, Any]:
         "region_name": extra.get("region_name"),
     }
     return {k: v for k, v in found.items() if v}
+
+
+def materialize_day(ds: str) -> dict:
+    """Task body shared by the daily and release DAGs: the day's features into Feast."""
+    from airloop.config import get_settings
+    from airloop.features import materialize_features
+
+    return materialize_features(get_settings(), ds)
+
+
+def score_day(ds: str) -> dict:
+    """Task body shared by the daily and release DAGs: score the day, skipped until a champion exists."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.config import get_settings
+    from airloop.score import NoChampion, score_batch
+
+    try:
+        return score_batch(get_settings(), ds)
+    except NoChampion as exc:
+        raise AirflowSkipException(str(exc)) from exc

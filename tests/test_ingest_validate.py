@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from airloop.ingest import ingest_batch
+from airloop.quarantine import BatchQuarantined
 from airloop.simulate import Scenario, write_landing
 from airloop.storage import DATA_FILE
-from airloop.quarantine import BatchQuarantined
 from airloop.validate import validate_batch
 
 DAY = "2026-01-03"
