@@ -207,11 +207,13 @@ def validate_batch(settings: Settings, ds: str) -> dict:
     summary = {"ds": ds, **checked}
     validated = settings.partition("validated", ds)
     if not summary["success"]:
+        ingest_notes = raw.parent / "_ingest.json"
+        notes = json.loads(ingest_notes.read_text())["coercion_notes"] if ingest_notes.exists() else []
         quarantine_batch(
             settings,
             ds,
             reason=f"{len(summary['failed'])} of {summary['evaluated']} blocking expectations failed:\n"
-            f"{explain(summary)}",
+            f"{explain(summary)}" + "".join(f"\n- ingestion: {n}" for n in notes),
             data=df,
             result=summary,
             docs_page=docs_page,
