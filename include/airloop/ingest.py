@@ -83,18 +83,19 @@ def ingest_batch(
     """Read the landing batch of ``ds`` (the given files, else the configured source) and write
     ``raw/ds=<ds>/`` atomically. An unreadable file quarantines the batch (BatchQuarantined)."""
     with tempfile.TemporaryDirectory() as workdir:
-        if files is None:
-            if settings.source == "s3":
-                files = s3_files(settings, ds, Path(workdir), s3_client_kwargs)
-            else:
-                files = local_files(settings, ds)
+        if files is not None:
+            origins = {p: str(p) for p in files}
+        elif settings.source == "s3":
+            origins = s3_files(settings, ds, Path(workdir), s3_client_kwargs)
+        else:
+            origins = {p: str(p) for p in local_files(settings, ds)}
+        files = list(origins)
         if not files:
             raise FileNotFoundError(f"no landing batch for {ds}: no *.csv or *.parquet under {describe(settings, ds)}")
         try:
             frames = [read_file(p) for p in files]
         except UnreadableFile as exc:
             quarantine_batch(settings, ds, reason=f"unreadable input: {exc}", files=files)
-        sources = [describe(settings, ds) + "/" + p.name.split("__")[-1] for p in files]
     df, notes = coerce(pd.concat(frames, ignore_index=True), settings.spec)
     out = settings.partition("raw", ds)
     write_parquet(df, out / DATA_FILE)
@@ -102,7 +103,7 @@ def ingest_batch(
         "ds": ds,
         "rows": len(df),
         "columns": list(df.columns),
-        "sources": sources,
+        "sources": list(origins.values()),
         "coercion_notes": notes,
         "path": str(out / DATA_FILE),
     }

@@ -16,8 +16,11 @@ def local_files(settings: Settings, ds: str) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in SUFFIXES)
 
 
-def s3_files(settings: Settings, ds: str, workdir: Path, client_kwargs: dict[str, Any] | None = None) -> list[Path]:
-    """Download the objects under ``s3://<bucket>/<prefix for ds>`` into ``workdir``.
+def s3_files(
+    settings: Settings, ds: str, workdir: Path, client_kwargs: dict[str, Any] | None = None
+) -> dict[Path, str]:
+    """Download the objects under ``s3://<bucket>/<prefix for ds>`` into ``workdir``; return
+    local path -> ``s3://`` URI.
     Credentials and endpoint come from ``client_kwargs`` (e.g. an Airflow connection) or boto3's
     standard environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...), never from code."""
     import boto3
@@ -30,11 +33,11 @@ def s3_files(settings: Settings, ds: str, workdir: Path, client_kwargs: dict[str
         for obj in page.get("Contents", [])
         if obj["Key"].endswith(SUFFIXES)
     ]
-    files = []
+    files = {}
     for key in sorted(keys):
-        local = workdir / key.replace("/", "__")
+        local = workdir / key.rsplit("/", 1)[-1]
         client.download_file(settings.s3_bucket, key, str(local))
-        files.append(local)
+        files[local] = f"s3://{settings.s3_bucket}/{key}"
     return files
 
 
