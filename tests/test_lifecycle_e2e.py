@@ -116,3 +116,21 @@ def test_monitor_branch_is_really_taken(lifecycle):
     calm = _task_states("airloop_monitor", "2026-01-06")
     assert calm["no_action"] == "success"
     assert calm["trigger_retrain"] == calm["alert_only"] == "skipped"
+
+
+def test_release_dag_puts_the_fixed_batch_back_and_scores_it(lifecycle):
+    """Runs last: the operator fixes the quarantined day and triggers airloop_release with its date."""
+    settings, _ = lifecycle
+    from airloop.registry import version_by_alias
+    from airloop_runner import load_dags, run
+
+    fixed = settings.partition("quarantine", BAD_DAY) / DATA_FILE
+    df = pd.read_parquet(fixed).rename(columns={"monthly_charge": "monthly_charges"})
+    df["tenure_months"] = df["tenure_months"].str.removesuffix(" months").astype("int64")
+    df.to_parquet(fixed)
+    state = run(load_dags()["airloop_release"], date(2026, 2, 1), conf={"date": BAD_DAY, "path": None})
+    assert state == "success"
+    assert not settings.partition("quarantine", BAD_DAY).exists()
+    assert (settings.partition("validated", BAD_DAY) / DATA_FILE).exists()
+    preds = pd.read_parquet(settings.partition("predictions", BAD_DAY) / DATA_FILE)
+    assert set(preds["model_version"]) == {str(version_by_alias(settings, "champion").version)}

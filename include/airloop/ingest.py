@@ -64,7 +64,7 @@ def coerce(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]
             notes.append(f"column {col!r} is not {dtype}: {exc}")
     for f in spec.features:
         if f.dtype == "category" and f.name in df:
-            df[f.name] = df[f.name].astype("string")
+            df[f.name] = df[f.name].astype("string[pyarrow]")
     if spec.timestamp in df:
         try:
             df[spec.timestamp] = pd.to_datetime(df[spec.timestamp], utc=True, format="ISO8601")

@@ -24,6 +24,9 @@ from airloop.storage import DATA_FILE, write_json, write_parquet
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
 BLOCK, WARN = "critical", "warning"
+# BASIC keeps what our messages use (observed value, unexpected counts, up to 20 examples) and is
+# ~1.7x faster than GX's default SUMMARY on 1 M rows (bench/validation_throughput.py)
+RESULT_FORMAT = "BASIC"
 
 
 def _import_gx() -> Any:
@@ -151,7 +154,8 @@ def check_frame(settings: Settings, df: pd.DataFrame, ds: str) -> dict:
         .add_batch_definition_whole_dataframe("whole")
         .get_batch(batch_parameters={"dataframe": df})
     )
-    return summarize(batch.validate(load_suite(settings), expectation_parameters=interval(ds)))
+    result = batch.validate(load_suite(settings), expectation_parameters=interval(ds), result_format=RESULT_FORMAT)
+    return summarize(result)
 
 
 def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict, str | None]:
@@ -175,7 +179,12 @@ def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict,
         gx.ValidationDefinition(name="airloop_daily_batch", data=batch_def, suite=suite)
     )
     checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(name="airloop_daily", validation_definitions=[vd], actions=[UpdateDataDocsAction(name="docs")])
+        gx.Checkpoint(
+            name="airloop_daily",
+            validation_definitions=[vd],
+            actions=[UpdateDataDocsAction(name="docs")],
+            result_format=RESULT_FORMAT,
+        )
     )
     run = checkpoint.run(
         batch_parameters={"dataframe": df}, expectation_parameters=interval(ds), run_id=RunIdentifier(run_name=ds)
