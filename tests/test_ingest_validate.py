@@ -64,3 +64,26 @@ def test_duplicates_and_missing_values_are_blocked(settings):
 def test_missing_landing_batch_is_a_clear_error(settings):
     with pytest.raises(FileNotFoundError, match="no landing batch for 2026-02-01"):
         ingest_batch(settings, "2026-02-01")
+
+
+def test_backfill_twice_over_a_range_never_duplicates_rows(settings):
+    days = ["2026-01-02", "2026-01-03", "2026-01-04"]
+    landed = sum(len(pd.read_csv(write_landing(date.fromisoformat(d), settings))) for d in days)
+    for _ in range(2):
+        for d in days:
+            ingest_batch(settings, d)
+            validate_batch(settings, d)
+    from airloop.storage import read_partitions
+
+    rows = read_partitions(settings.lake_dir / "validated", days)
+    assert len(rows) == landed
+    assert not rows.duplicated(["customer_id", "event_timestamp"]).any()
+
+
+def test_every_validation_run_is_kept_in_the_data_docs_site(settings):
+    for d in ["2026-01-02", "2026-01-03"]:
+        write_landing(date.fromisoformat(d), settings)
+        ingest_batch(settings, d)
+        assert validate_batch(settings, d)["data_docs"].startswith(str(settings.data_docs_dir))
+    index = (settings.data_docs_dir / "index.html").read_text()
+    assert "2026-01-02" in index and "2026-01-03" in index
