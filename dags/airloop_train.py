@@ -42,6 +42,11 @@ from airloop_dag_support import DAG_DEFAULTS, MODEL
             enum=[None, "logistic_regression", "hist_gradient_boosting"],
             description="scikit-learn estimator to train (default: AIRLOOP_MODEL_TYPE).",
         ),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            description='Estimator keyword arguments, e.g. {"C": 0.5} or {"max_iter": 300, "learning_rate": 0.05}.',
+        ),
         "reason": Param("manual", type="string", description="Why this run trains (recorded in MLflow)."),
     },
 )
@@ -55,7 +60,9 @@ def airloop_train():
         settings = get_settings()
         end = params.get("end_date") or ds or partition_dates(settings.lake_dir / "validated")[-1]
         trigger = {"reason": params["reason"], "ds": params.get("trigger_ds") or "", "airflow_run_id": run_id}
-        return train_model(settings, end, params["window_days"], params["model_type"], trigger=trigger)
+        return train_model(
+            settings, end, params["window_days"], params["model_type"], params.get("hyperparameters"), trigger=trigger
+        )
 
     @task
     def gate(trained: dict, dag_run=None) -> dict:

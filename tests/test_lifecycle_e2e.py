@@ -24,7 +24,8 @@ def lifecycle(airflow_db, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
-        mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "3")
+        mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "4")
+        mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
         settings = get_settings()
         scenarios = [
             Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"),

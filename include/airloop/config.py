@@ -6,6 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from airloop.spec import DatasetSpec, load_spec
@@ -46,7 +47,8 @@ class Settings(BaseSettings):
     # training
     model_type: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
     train_window_days: int = 30
-    holdout_days: int = 2
+    holdout_days: int = 2  # the most recent days, frozen for the promotion gate
+    validation_days: int = 1  # the days before the holdout, for model selection
     min_train_days: int = 4
     feature_ttl_days: int = 30
 
@@ -59,6 +61,15 @@ class Settings(BaseSettings):
     drift_current_days: int = 3
     drift_share_threshold: float = 0.3
     retrain_cooldown_days: int = 3
+
+    @model_validator(mode="after")
+    def _check_split(self) -> Settings:
+        if self.min_train_days <= self.holdout_days + self.validation_days:
+            raise ValueError(
+                f"min_train_days ({self.min_train_days}) must exceed holdout_days + validation_days "
+                f"({self.holdout_days} + {self.validation_days}): training needs at least one day of its own"
+            )
+        return self
 
     @cached_property
     def spec(self) -> DatasetSpec:

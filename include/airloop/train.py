@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from datetime import date, timedelta
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,39 @@ def metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     }
 
 
+def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) -> dict[str, Any]:
+    """ROC, precision-recall, calibration, confusion matrix and permutation feature importance
+    on the validation slice, as matplotlib figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    spec = settings.spec
+    y = part[spec.label].to_numpy()
+    figs = {
+        "roc_curve": RocCurveDisplay.from_predictions(y, proba).figure_,
+        "pr_curve": PrecisionRecallDisplay.from_predictions(y, proba).figure_,
+        "calibration": CalibrationDisplay.from_predictions(y, proba, n_bins=10).figure_,
+        "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int)).figure_,
+    }
+    imp = permutation_importance(
+        pipe, part[spec.feature_names], y, scoring="roc_auc", n_repeats=5, random_state=settings.seed
+    )
+    order = np.argsort(imp.importances_mean)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.barh(np.array(spec.feature_names)[order], imp.importances_mean[order], xerr=imp.importances_std[order])
+    ax.set_xlabel("permutation importance (drop in ROC AUC, validation slice)")
+    fig.tight_layout()
+    figs["feature_importance"] = fig
+    for f in figs.values():
+        plt.close(f)
+    return figs
+
+
 def training_window(settings: Settings, end_ds: str, window_days: int) -> list[str]:
     """Validated dates in the window ending at ``end_ds`` (quarantined days are left out)."""
     present = set(partition_dates(settings.lake_dir / "validated"))
@@ -96,20 +128,31 @@ def train_model(
             f"only {len(dates)} validated days in the {window_days}-day window ending {end_ds}; "
             f"training needs at least {settings.min_train_days} (AIRLOOP_MIN_TRAIN_DAYS)"
         )
+    n_eval = settings.holdout_days + settings.validation_days
+    if len(dates) <= n_eval:
+        raise ValueError(
+            f"{len(dates)} validated days cannot be split into train + {settings.validation_days} validation "
+            f"+ {settings.holdout_days} holdout days: widen the window or lower AIRLOOP_HOLDOUT_DAYS"
+        )
     labels = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, spec.label])
     frame = training_frame(settings, labels).sort_values([spec.timestamp, spec.entity], kind="stable")
-    frame = frame.reset_index(drop=True)
-    cutoff = pd.Timestamp(date.fromisoformat(dates[-1]) - timedelta(days=settings.holdout_days - 1), tz="UTC")
-    holdout_mask = frame[spec.timestamp] >= cutoff
-    train, holdout = frame[~holdout_mask], frame[holdout_mask]
-    if train.empty or holdout.empty or train[spec.label].nunique() < 2:
-        raise ValueError(f"window {dates[0]}..{dates[-1]} gives an empty or one-class split")
+    day = frame[spec.timestamp].dt.strftime("%Y-%m-%d")
+    splits = {  # by time: train on the past, validate on the recent slice, hold out the most recent
+        "train": frame[day.isin(dates[:-n_eval])],
+        "validation": frame[day.isin(dates[-n_eval : -settings.holdout_days])],
+        "holdout": frame[day.isin(dates[-settings.holdout_days :])],
+    }
+    train, holdout = splits["train"], splits["holdout"]
+    if train[spec.label].nunique() < 2:
+        raise ValueError(f"the training days {dates[0]}..{dates[-n_eval - 1]} hold only one class")
 
     X, y = train[spec.feature_names], train[spec.label].to_numpy()
-    Xh, yh = holdout[spec.feature_names], holdout[spec.label].to_numpy()
-    pipe = build_pipeline(settings, model_type, params).fit(X, y)
-    m_train = metrics(y, pipe.predict_proba(X)[:, 1])
-    m_hold = metrics(yh, pipe.predict_proba(Xh)[:, 1])
+    try:
+        pipe = build_pipeline(settings, model_type, params).fit(X, y)
+    except TypeError as exc:  # an unknown hyperparameter
+        raise ValueError(f"bad hyperparameters {params} for {model_type}: {exc}") from exc
+    scores = {name: pipe.predict_proba(part[spec.feature_names])[:, 1] for name, part in splits.items()}
+    split_metrics = {name: metrics(part[spec.label].to_numpy(), scores[name]) for name, part in splits.items()}
 
     c = client(settings)
     trigger = trigger or {}
@@ -122,14 +165,17 @@ def train_model(
                 "train_end": dates[-1],
                 "window_days": window_days,
                 "holdout_days": settings.holdout_days,
+                "validation_days": settings.validation_days,
                 "feature_service": FEATURE_SERVICE,
                 "features": ",".join(spec.feature_names),
                 "seed": settings.seed,
             }
         )
-        mlflow.log_metrics({f"train_{k}": v for k, v in m_train.items()})
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in m_hold.items()})
-        mlflow.log_metrics({"rows_train": len(train), "rows_holdout": len(holdout)})
+        for name, values in split_metrics.items():
+            mlflow.log_metrics({f"{name}_{k}": v for k, v in values.items()})
+            mlflow.log_metric(f"rows_{name}", len(splits[name]))
+        for name, fig in plots(settings, pipe, splits["validation"], scores["validation"]).items():
+            mlflow.log_figure(fig, f"plots/{name}.png")
         mlflow.set_tags(
             {
                 "git_commit": _git_commit(),
@@ -164,6 +210,14 @@ def train_model(
             skops_trusted_types=_trusted_types(pipe),
         )
     version = str(info.registered_model_version)
+    lineage = {
+        "airloop.run_id": run.info.run_id,
+        "airloop.train_window": f"{dates[0]}..{dates[-1]}",
+        "airloop.raw_partitions": ",".join(str(settings.partition("raw", d)) for d in dates),
+        "airloop.feature_service": FEATURE_SERVICE,
+    }
+    for key, value in lineage.items():
+        c.set_model_version_tag(settings.model_name, version, key, value)
     c.set_registered_model_alias(settings.model_name, CHALLENGER, version)
     return {
         "run_id": run.info.run_id,
@@ -171,7 +225,7 @@ def train_model(
         "model_uri": f"models:/{settings.model_name}/{version}",
         "window": [dates[0], dates[-1]],
         "holdout_rows": len(holdout),
-        "holdout_" + settings.primary_metric: m_hold[settings.primary_metric],
+        "metrics": split_metrics,
     }
 
 
