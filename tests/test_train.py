@@ -74,3 +74,38 @@ def test_hyperparameters_are_applied_and_unknown_ones_refused(prepared):
     assert client(prepared).get_run(out["run_id"]).data.params["hp_C"] == "0.01"
     with pytest.raises(ValueError, match="bad hyperparameters"):
         train_model(prepared, END, params={"depth": 3})
+
+
+def test_skew_check_passes_on_consistent_features_and_fails_on_torn_online_state(prepared):
+    import shutil
+
+    import pandas as pd
+
+    from airloop.features import get_store
+    from airloop.promote import evaluate_gate
+    from airloop.score import TrainingServingSkew, score_batch
+
+    s = prepared
+    assert evaluate_gate(s, train_model(s, END)["version"])["decision"] == "promoted"
+    ok = score_batch(s, END)
+    report = (s.monitoring_dir / "skew" / f"ds={END}.json").read_text()
+    assert '"mismatches": []' in report and ok["rows"] == s.rows_per_day
+
+    batch = pd.read_parquet(s.partition("validated", END) / "data.parquet")
+    victim = batch.sort_values("customer_id").head(5).copy()
+    victim["monthly_charges"] = victim["monthly_charges"] + 100.0  # the online store now disagrees
+    get_store(s).write_to_online_store(
+        "customer_snapshot_fv", victim[["customer_id", "event_timestamp", *s.spec.feature_names]]
+    )
+    shutil.rmtree(s.partition("predictions", END))
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("AIRLOOP_SKEW_SAMPLE", "1000")  # sample every entity so the 5 victims are seen
+    try:
+        from airloop.config import get_settings
+
+        with pytest.raises(TrainingServingSkew, match="5 mismatching values") as err:
+            score_batch(get_settings(), END)
+    finally:
+        monkey.undo()
+    assert "monthly_charges" in str(err.value)
+    assert not s.partition("predictions", END).exists(), "a skewed run writes no predictions"

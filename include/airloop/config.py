@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     validation_days: int = 1  # the days before the holdout, for model selection
     min_train_days: int = 4
     feature_ttl_days: int = 30
+    skew_sample: int = 50  # entities compared online vs offline at each scoring run (0: off)
 
     # promotion gate
     primary_metric: Literal["roc_auc", "average_precision", "accuracy"] = "roc_auc"

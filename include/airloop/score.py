@@ -2,16 +2,58 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from airloop.config import Settings
-from airloop.features import online_features
+from airloop.features import online_features, training_frame
 from airloop.registry import CHAMPION, load_model, version_by_alias
-from airloop.storage import DATA_FILE, write_parquet
+from airloop.storage import DATA_FILE, write_json, write_parquet
 
 
 class NoChampion(LookupError):
     """No model version holds the ``champion`` alias yet."""
+
+
+class TrainingServingSkew(RuntimeError):
+    """Online features differ from the offline (training) values for the same entity and time."""
+
+
+def check_skew(settings: Settings, ds: str, batch: pd.DataFrame, online: pd.DataFrame) -> dict:
+    """Compare, for a sample of the day's entities, the online features scoring reads with the
+    offline values Feast's point-in-time join gives for the same timestamp (what training sees).
+    Writes ``monitoring/skew/ds=<ds>.json``; raises TrainingServingSkew on any mismatch."""
+    spec = settings.spec
+    latest = batch.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
+    sample = latest.sample(min(settings.skew_sample, len(latest)), random_state=settings.seed)
+    offline = training_frame(settings, sample[[spec.entity, spec.timestamp]])
+    both = offline.merge(online, on=spec.entity, suffixes=("_offline", "_online"))
+    mismatches = []
+    for f in spec.features:
+        a, b = both[f"{f.name}_offline"], both[f"{f.name}_online"]
+        same = (a.isna() & b.isna()) | (
+            np.isclose(a.astype(float), b.astype(float)) if f.dtype != "category" else (a.astype(str) == b.astype(str))
+        )
+        for _, row in both.loc[~same].iterrows():
+            mismatches.append(
+                {
+                    "entity": int(row[spec.entity]),
+                    "feature": f.name,
+                    "offline": row[f"{f.name}_offline"],
+                    "online": row[f"{f.name}_online"],
+                }
+            )
+    report = {"ds": ds, "sampled": len(both), "mismatches": mismatches}
+    write_json(report, settings.monitoring_dir / "skew" / f"ds={ds}.json")
+    if mismatches:
+        shown = "; ".join(
+            f"{m['entity']}.{m['feature']}: offline {m['offline']} != online {m['online']}" for m in mismatches[:5]
+        )
+        raise TrainingServingSkew(
+            f"training/serving skew on {ds}: {len(mismatches)} mismatching values in {len(both)} sampled "
+            f"entities ({shown}); report: {settings.monitoring_dir / 'skew' / f'ds={ds}.json'}"
+        )
+    return report
 
 
 def score_batch(settings: Settings, ds: str) -> dict:
@@ -23,11 +65,14 @@ def score_batch(settings: Settings, ds: str) -> dict:
     src = settings.partition("validated", ds) / DATA_FILE
     if not src.exists():
         raise FileNotFoundError(f"no validated partition for {ds} at {src}")
-    ids = pd.read_parquet(src, columns=[spec.entity])[spec.entity].drop_duplicates().sort_values().tolist()
+    batch = pd.read_parquet(src, columns=[spec.entity, spec.timestamp, *spec.feature_names])
+    ids = batch[spec.entity].drop_duplicates().sort_values().tolist()
     feats = online_features(settings, ids)
     missing = feats[spec.feature_names].isna().all(axis=1)
     if missing.any():
         raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no online features: materialize {ds} first")
+    if settings.skew_sample:
+        check_skew(settings, ds, batch, feats)
     model = load_model(settings, champ.version)
     proba = model.predict_proba(feats[spec.feature_names])[:, 1]
     out = pd.DataFrame(
