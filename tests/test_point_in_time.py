@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pytest
 
 from airloop.features import apply_repo, training_frame
 from airloop.storage import write_parquet
@@ -23,6 +24,10 @@ def _feature_row(customer: int, when: datetime, tenure: int) -> dict:
         "payment_failures_90d": 0,
         "plan": "basic",
         "region": "north",
+        "snapshots_30d": 1.0,
+        "usage_mean_7d": 10.0,
+        "usage_mean_30d": 10.0,
+        "support_calls_max_30d": 1.0,
     }
 
 
@@ -61,3 +66,35 @@ def test_training_rows_never_see_the_future_and_respect_the_ttl(settings, monkey
             assert pd.isna(row["tenure_months"]), f"leak or stale value at {row['event_timestamp']}"
         else:
             assert row["tenure_months"] == row["expected"], f"wrong snapshot at {row['event_timestamp']}"
+
+
+def test_windowed_aggregates_use_only_the_past_and_backfills_keep_the_latest_online(settings):
+    from datetime import date
+
+    from airloop.features import compute_aggregates, materialize_features, online_features
+    from airloop.ingest import ingest_batch
+    from airloop.simulate import simulate
+    from airloop.validate import validate_batch
+
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    simulate(date(2026, 1, 1), 4, settings)
+    for d in days:
+        ingest_batch(settings, d)
+        validate_batch(settings, d)
+    batches = {d: pd.read_parquet(settings.partition("validated", d) / "data.parquet") for d in days}
+    day3 = compute_aggregates(settings, "2026-01-03")
+    assert len(day3) == len(batches["2026-01-03"])
+    for _, row in day3.sample(40, random_state=1).iterrows():
+        history = pd.concat(
+            [b[b["customer_id"] == row["customer_id"]] for d, b in batches.items() if d <= "2026-01-03"]
+        )
+        assert row["snapshots_30d"] == len(history)  # day 4 exists, but is in the future
+        assert row["usage_mean_30d"] == pytest.approx(history["usage_hours_7d"].mean())
+        assert row["support_calls_max_30d"] == history["support_calls_30d"].max()
+
+    for d in days:  # in order, then a backfill of the first day
+        materialize_features(settings, d)
+    before = online_features(settings, batches["2026-01-04"]["customer_id"].tolist())
+    materialize_features(settings, "2026-01-01")
+    after = online_features(settings, batches["2026-01-04"]["customer_id"].tolist())
+    pd.testing.assert_frame_equal(before, after)  # day 1 did not overwrite the newer day-4 values

@@ -40,7 +40,7 @@ def test_run_logs_lineage_metrics_plots_and_tags(prepared):
     run = c.get_run(out["run_id"])
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     assert (p["train_start"], p["train_end"]) == ("2026-01-01", END)
-    assert p["feature_service"] == "churn_v1" and p["features"].split(",") == s.spec.feature_names
+    assert p["feature_service"] == "churn_v1" and p["features"].split(",") == s.spec.model_features
     for split in ("train", "validation", "holdout"):
         assert 0.5 < m[f"{split}_roc_auc"] <= 1.0 and m[f"rows_{split}"] > 0
     # time split: 2 training days, 1 validation day, 2 holdout days of 600 rows each
@@ -58,7 +58,7 @@ def test_run_logs_lineage_metrics_plots_and_tags(prepared):
     from mlflow.models import get_model_info
 
     info = get_model_info(f"models:/{s.model_name}/{out['version']}")
-    assert [c["name"] for c in info.signature.inputs.to_dict()] == s.spec.feature_names
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == s.spec.model_features
 
 
 @pytest.mark.parametrize("model_type", ["logistic_regression", "hist_gradient_boosting"])
@@ -91,11 +91,11 @@ def test_skew_check_passes_on_consistent_features_and_fails_on_torn_online_state
     report = (s.monitoring_dir / "skew" / f"ds={END}.json").read_text()
     assert '"mismatches": []' in report and ok["rows"] == s.rows_per_day
 
-    batch = pd.read_parquet(s.partition("validated", END) / "data.parquet")
+    batch = pd.read_parquet(s.features_dir / f"{END}.parquet")
     victim = batch.sort_values("customer_id").head(5).copy()
     victim["monthly_charges"] = victim["monthly_charges"] + 100.0  # the online store now disagrees
     get_store(s).write_to_online_store(
-        "customer_snapshot_fv", victim[["customer_id", "event_timestamp", *s.spec.feature_names]]
+        "customer_snapshot_fv", victim[["customer_id", "event_timestamp", *s.spec.model_features]]
     )
     shutil.rmtree(s.partition("predictions", END))
     monkey = pytest.MonkeyPatch()

@@ -13,7 +13,7 @@ import pandas as pd
 
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, write_parquet
+from airloop.storage import DATA_FILE, date_range, read_partitions, write_parquet
 
 FEATURE_SERVICE = "churn_v1"
 
@@ -23,7 +23,7 @@ def feast_schema(spec: DatasetSpec) -> list[tuple[str, Any]]:
     from feast.types import Float64, Int64, String
 
     types = {"int": Int64, "float": Float64, "category": String}
-    return [(f.name, types[f.dtype]) for f in spec.features]
+    return [(f.name, types[f.dtype]) for f in spec.features] + [(a.name, Float64) for a in spec.aggregates]
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -74,24 +74,49 @@ def _day_bounds(ds: str) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def materialize_features(settings: Settings, ds: str) -> dict:
-    """Write the offline feature rows of ``ds`` and load that day into the online store.
-    Uses an explicit window per logical date, so re-runs and backfills are safe."""
+def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
+    """The day's feature rows plus each spec aggregate, computed per entity over the validated rows
+    in the trailing window ``(t - window, t]`` of each row's own timestamp ``t``: only the past and
+    the row itself, so a feature value never contains information from after its timestamp."""
     spec = settings.spec
-    src = settings.partition("validated", ds) / DATA_FILE
-    if not src.exists():
+    longest = max((a.window_days for a in spec.aggregates), default=1)
+    dates = [d for d in date_range(ds, longest + 1) if (settings.partition("validated", d) / DATA_FILE).exists()]
+    if ds not in dates:
+        src = settings.partition("validated", ds) / DATA_FILE
         raise FileNotFoundError(f"no validated partition for {ds} at {src}: it failed validation or was not run")
-    df = pd.read_parquet(src, columns=[spec.entity, spec.timestamp, *spec.feature_names])
+    rows = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, *spec.feature_names])
+    # sorted by entity then time, groupby-rolling returns values in row order (assigned by position)
+    rows = rows.sort_values([spec.entity, spec.timestamp], kind="stable").reset_index(drop=True)
+    rows["_one"] = 1.0  # counting = summing ones (the entity key itself is the group key)
+    for a in spec.aggregates:
+        column, fn = ("_one", "sum") if a.fn == "count" else (a.column, a.fn)
+        rolled = rows.groupby(spec.entity).rolling(f"{a.window_days}D", on=spec.timestamp)[column].agg(fn)
+        rows[a.name] = rolled.to_numpy(dtype="float64")
+    start, end = _day_bounds(ds)
+    today = (rows[spec.timestamp] >= start) & (rows[spec.timestamp] < end)
+    day = rows.loc[today].drop(columns="_one").sort_values([spec.timestamp, spec.entity], kind="stable")
+    return day.reset_index(drop=True)
+
+
+def materialize_features(settings: Settings, ds: str) -> dict:
+    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store.
+    The window is explicit per logical date (no incremental watermark for ``apply`` to reset). A
+    backfill of an older day re-materializes through the newest day already written, so the online
+    store keeps each entity's latest values whatever the order of runs."""
+    df = compute_aggregates(settings, ds)
     write_parquet(df, settings.features_dir / f"{ds}.parquet")
     store = apply_repo(settings)
     start, end = _day_bounds(ds)
+    newest = max(p.stem for p in settings.features_dir.glob("*.parquet"))
+    end = max(end, _day_bounds(newest)[1])
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a progress banner per view
         store.materialize(start_date=start, end_date=end, feature_views=["customer_snapshot_fv"])
     return {
         "ds": ds,
         "rows": len(df),
-        "entities": int(df[spec.entity].nunique()),
+        "entities": int(df[settings.spec.entity].nunique()),
         "online_store": settings.online_store,
+        "window": [start.isoformat(), end.isoformat()],
     }
 
 

@@ -29,18 +29,19 @@ def check_skew(settings: Settings, ds: str, batch: pd.DataFrame, online: pd.Data
     offline = training_frame(settings, sample[[spec.entity, spec.timestamp]])
     both = offline.merge(online, on=spec.entity, suffixes=("_offline", "_online"))
     mismatches = []
-    for f in spec.features:
-        a, b = both[f"{f.name}_offline"], both[f"{f.name}_online"]
-        same = (a.isna() & b.isna()) | (
-            np.isclose(a.astype(float), b.astype(float)) if f.dtype != "category" else (a.astype(str) == b.astype(str))
-        )
+    for name in spec.model_features:
+        a, b = both[f"{name}_offline"], both[f"{name}_online"]
+        if name in spec.categorical_features:
+            same = (a.isna() & b.isna()) | (a.astype(str) == b.astype(str))
+        else:
+            same = (a.isna() & b.isna()) | np.isclose(a.astype(float), b.astype(float))
         for _, row in both.loc[~same].iterrows():
             mismatches.append(
                 {
                     "entity": int(row[spec.entity]),
-                    "feature": f.name,
-                    "offline": row[f"{f.name}_offline"],
-                    "online": row[f"{f.name}_online"],
+                    "feature": name,
+                    "offline": row[f"{name}_offline"],
+                    "online": row[f"{name}_online"],
                 }
             )
     report = {"ds": ds, "sampled": len(both), "mismatches": mismatches}
@@ -65,16 +66,16 @@ def score_batch(settings: Settings, ds: str) -> dict:
     src = settings.partition("validated", ds) / DATA_FILE
     if not src.exists():
         raise FileNotFoundError(f"no validated partition for {ds} at {src}")
-    batch = pd.read_parquet(src, columns=[spec.entity, spec.timestamp, *spec.feature_names])
+    batch = pd.read_parquet(src, columns=[spec.entity, spec.timestamp])
     ids = batch[spec.entity].drop_duplicates().sort_values().tolist()
     feats = online_features(settings, ids)
-    missing = feats[spec.feature_names].isna().all(axis=1)
+    missing = feats[spec.model_features].isna().all(axis=1)
     if missing.any():
         raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no online features: materialize {ds} first")
     if settings.skew_sample:
         check_skew(settings, ds, batch, feats)
     model = load_model(settings, champ.version)
-    proba = model.predict_proba(feats[spec.feature_names])[:, 1]
+    proba = model.predict_proba(feats[spec.model_features])[:, 1]
     out = pd.DataFrame(
         {
             spec.entity: feats[spec.entity].astype("int64"),

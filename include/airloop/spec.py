@@ -27,6 +27,15 @@ class Feature(BaseModel):
         return self
 
 
+class Aggregate(BaseModel):
+    """A per-entity windowed aggregate, computed by the features stage from past validated days."""
+
+    name: str
+    column: str
+    fn: Literal["count", "mean", "sum", "max"]
+    window_days: int
+
+
 class RowCount(BaseModel):
     min: int = 1
     max: int = 10_000_000
@@ -43,6 +52,14 @@ class DatasetSpec(BaseModel):
     positive_label: int | None = 1
     rows_per_day: RowCount = RowCount()
     features: list[Feature]
+    aggregates: list[Aggregate] = []
+
+    @model_validator(mode="after")
+    def _check_aggregates(self) -> DatasetSpec:
+        unknown = [a.column for a in self.aggregates if a.column not in (self.entity, *self.feature_names)]
+        if unknown:
+            raise ValueError(f"aggregates over unknown columns: {unknown}")
+        return self
 
     @property
     def feature_names(self) -> list[str]:
@@ -55,6 +72,15 @@ class DatasetSpec(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [f.name for f in self.features if f.dtype == "category"]
+
+    @property
+    def aggregate_names(self) -> list[str]:
+        return [a.name for a in self.aggregates]
+
+    @property
+    def model_features(self) -> list[str]:
+        """What the model reads from the feature store: the batch's features and the aggregates."""
+        return [*self.feature_names, *self.aggregate_names]
 
     @property
     def columns(self) -> list[str]:

@@ -39,7 +39,11 @@ def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] |
         raise ValueError(f"unknown model_type {model_type!r}; choose from {', '.join(MODEL_TYPES)}")
     pre = ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), spec.numeric_features),
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                [*spec.numeric_features, *spec.aggregate_names],
+            ),
             ("cat", OneHotEncoder(handle_unknown="ignore"), spec.categorical_features),
         ]
     )
@@ -78,11 +82,11 @@ def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) 
         "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int)).figure_,
     }
     imp = permutation_importance(
-        pipe, part[spec.feature_names], y, scoring="roc_auc", n_repeats=5, random_state=settings.seed
+        pipe, part[spec.model_features], y, scoring="roc_auc", n_repeats=5, random_state=settings.seed
     )
     order = np.argsort(imp.importances_mean)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.barh(np.array(spec.feature_names)[order], imp.importances_mean[order], xerr=imp.importances_std[order])
+    ax.barh(np.array(spec.model_features)[order], imp.importances_mean[order], xerr=imp.importances_std[order])
     ax.set_xlabel("permutation importance (drop in ROC AUC, validation slice)")
     fig.tight_layout()
     figs["feature_importance"] = fig
@@ -146,12 +150,12 @@ def train_model(
     if train[spec.label].nunique() < 2:
         raise ValueError(f"the training days {dates[0]}..{dates[-n_eval - 1]} hold only one class")
 
-    X, y = train[spec.feature_names], train[spec.label].to_numpy()
+    X, y = train[spec.model_features], train[spec.label].to_numpy()
     try:
         pipe = build_pipeline(settings, model_type, params).fit(X, y)
     except TypeError as exc:  # an unknown hyperparameter
         raise ValueError(f"bad hyperparameters {params} for {model_type}: {exc}") from exc
-    scores = {name: pipe.predict_proba(part[spec.feature_names])[:, 1] for name, part in splits.items()}
+    scores = {name: pipe.predict_proba(part[spec.model_features])[:, 1] for name, part in splits.items()}
     split_metrics = {name: metrics(part[spec.label].to_numpy(), scores[name]) for name, part in splits.items()}
 
     c = client(settings)
@@ -167,7 +171,7 @@ def train_model(
                 "holdout_days": settings.holdout_days,
                 "validation_days": settings.validation_days,
                 "feature_service": FEATURE_SERVICE,
-                "features": ",".join(spec.feature_names),
+                "features": ",".join(spec.model_features),
                 "seed": settings.seed,
             }
         )
