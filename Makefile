@@ -52,6 +52,7 @@ lint: install
 bench: install  ## benchmarks (figures and ratios against a baseline measured in the same run)
 	@python bench/parse_time.py
 	@python bench/validation_throughput.py
+	@python bench/feast_online.py
 
 airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
 	airflow standalone

@@ -20,3 +20,23 @@ def test_validation_throughput_bench_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     result = validation_throughput.main(["--rows", "5000"])
     assert result["rows"] == 5000 and result["gx_s"] > 0 and result["pandas_s"] > 0
+
+
+def test_feast_online_bench_runs(monkeypatch):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        import os
+
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    import feast_online
+
+    monkeypatch.setenv("AIRLOOP_HOME", "unused")  # the bench makes its own
+    result = feast_online.main(["--rows", "2000", "--lookups", "5"])
+    assert result["feast_redis_rps"] > 0 and result["lookup_100_p99_ms"] > 0

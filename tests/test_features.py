@@ -17,4 +17,4 @@ def test_online_store_is_chosen_by_configuration(tmp_path, monkeypatch):
 def test_feature_repo_declares_the_spec_features(settings):
     objects = {type(o).__name__: o for o in repo_objects(settings)}
     assert {"Entity", "FileSource", "FeatureView", "FeatureService"} <= set(objects)
-    assert [f.name for f in objects["FeatureView"].features] == settings.spec.feature_names
+    assert [f.name for f in objects["FeatureView"].features] == settings.spec.model_features

@@ -1,0 +1,137 @@
+"""Feast materialization throughput into SQLite and Redis against writing the same key/values with
+the bare client (sqlite3 executemany, redis-py pipeline) in the same run; and Redis online lookup
+latency (p50/p99) for 1 and 100 entities. Targets: >= 50 k rows/s into Redis, p99 < 10 ms for 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+DAY = datetime(2026, 1, 5, tzinfo=UTC)
+REDIS_DB = 8
+
+
+def feature_rows(spec, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({spec.entity: np.arange(n, dtype="int64"), spec.timestamp: DAY + timedelta(hours=1)})
+    for f in spec.features:
+        if f.dtype == "category":
+            df[f.name] = rng.choice(f.categories, n)
+        elif f.dtype == "int":
+            df[f.name] = rng.integers(int(f.min), int(f.max) + 1, n)
+        else:
+            df[f.name] = rng.uniform(f.min, f.max, n)
+    for a in spec.aggregates:
+        df[a.name] = rng.uniform(0, 10, n)
+    return df
+
+
+def _materialize(settings, rows: pd.DataFrame) -> float:
+    from airloop.features import apply_repo
+    from airloop.storage import write_parquet
+
+    write_parquet(rows, settings.features_dir / "2026-01-05.parquet")
+    store = apply_repo(settings)
+    t = time.perf_counter()
+    store.materialize(start_date=DAY, end_date=DAY + timedelta(days=1), feature_views=["customer_snapshot_fv"])
+    return time.perf_counter() - t
+
+
+def _sqlite_baseline(rows: pd.DataFrame, cols: list[str], path: str) -> float:
+    data = [(str(k), c, str(v)) for c in cols for k, v in zip(rows.iloc[:, 0], rows[c], strict=True)]
+    t = time.perf_counter()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE kv (entity_key TEXT, feature_name TEXT, value TEXT, PRIMARY KEY(entity_key, feature_name))"
+    )
+    with conn:
+        conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", data)
+    conn.close()
+    return time.perf_counter() - t
+
+
+def _redis_baseline(rows: pd.DataFrame, cols: list[str]) -> float:
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    r.flushdb()
+    records = rows[cols].astype(str).to_dict("records")
+    keys = rows.iloc[:, 0].astype(str).tolist()
+    t = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for i, (k, rec) in enumerate(zip(keys, records, strict=True)):
+        pipe.hset(f"baseline:{k}", mapping=rec)
+        if i % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+    elapsed = time.perf_counter() - t
+    r.flushdb()
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--lookups", type=int, default=300)
+    args = parser.parse_args(argv)
+    home = tempfile.mkdtemp(prefix="airloop-bench-feast-")
+    os.environ["AIRLOOP_HOME"] = home
+    from airloop.config import get_settings
+
+    settings = get_settings()
+    spec = settings.spec
+    rows = feature_rows(spec, args.rows)
+    cols = spec.model_features
+    out: dict[str, float] = {"rows": args.rows}
+
+    feast_sqlite = _materialize(settings, rows)
+    base_sqlite = _sqlite_baseline(rows, cols, os.path.join(home, "baseline.db"))
+    out.update(feast_sqlite_rps=args.rows / feast_sqlite, sqlite_baseline_rps=args.rows / base_sqlite)
+
+    os.environ.update(AIRLOOP_ONLINE_STORE="redis", AIRLOOP_REDIS_CONNECTION=f"127.0.0.1:6379,db={REDIS_DB}")
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+    settings = get_settings()
+    feast_redis = _materialize(settings, rows)
+    base_redis = _redis_baseline(rows, cols)
+    out.update(feast_redis_rps=args.rows / feast_redis, redis_baseline_rps=args.rows / base_redis)
+
+    _materialize(settings, rows)  # the lookups below read a populated store
+    from airloop.features import get_store
+
+    store = get_store(settings)
+    service = store.get_feature_service("churn_v1")
+    rng = np.random.default_rng(1)
+    for n in (1, 100):
+        lat = []
+        for _ in range(args.lookups):
+            ids = rng.choice(args.rows, n, replace=False)
+            t = time.perf_counter()
+            store.get_online_features(features=service, entity_rows=[{spec.entity: int(i)} for i in ids]).to_dict()
+            lat.append((time.perf_counter() - t) * 1000)
+        out[f"lookup_{n}_p50_ms"], out[f"lookup_{n}_p99_ms"] = np.percentile(lat, [50, 99])
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+
+    print(f"rows: {args.rows:,} entities x {len(cols)} features")
+    for store_name in ("sqlite", "redis"):
+        f, b = out[f"feast_{store_name}_rps"], out[f"{store_name}_baseline_rps"]
+        print(
+            f"{store_name:7s} Feast materialize {f:10,.0f} rows/s | bare client {b:10,.0f} rows/s | ratio {f / b:.2f}x"
+        )
+    for n in (1, 100):
+        p50, p99 = out[f"lookup_{n}_p50_ms"], out[f"lookup_{n}_p99_ms"]
+        print(f"Redis lookup {n:3d} entities: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    return out
+
+
+if __name__ == "__main__":
+    main()
