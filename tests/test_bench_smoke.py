@@ -1,9 +1,21 @@
 """Benchmarks are not tests, but a tiny run of each keeps them from rotting."""
 
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Benchmarks configure airloop through os.environ; none of it may leak into later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_parse_time_bench_runs():
@@ -28,10 +40,6 @@ def test_feast_online_bench_runs(monkeypatch):
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
     except OSError:
-        import os
-
-        import pytest
-
         if os.environ.get("CI"):
             pytest.fail("Redis is not running on 127.0.0.1:6379")
         pytest.skip("Redis is not running on 127.0.0.1:6379")
