@@ -39,8 +39,9 @@ from airloop_dag_support import DAG_DEFAULTS, MODEL
         "model_type": Param(
             None,
             type=["null", "string"],
-            enum=[None, "logistic_regression", "hist_gradient_boosting"],
-            description="scikit-learn estimator to train (default: AIRLOOP_MODEL_TYPE).",
+            enum=[None, "logistic_regression", "ridge", "hist_gradient_boosting"],
+            description="Estimator: logistic_regression or hist_gradient_boosting for classification, ridge or "
+            "hist_gradient_boosting for regression (default: AIRLOOP_MODEL_TYPE, else the task's default).",
         ),
         "hyperparameters": Param(
             {},

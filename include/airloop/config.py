@@ -15,6 +15,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parents[1]
 
 
+TASK_DEFAULTS = {
+    "binary_classification": {"metric": "roc_auc", "floor": 0.6, "model_type": "logistic_regression"},
+    "regression": {"metric": "r2", "floor": 0.0, "model_type": "ridge"},
+}
+
+
 class Settings(BaseSettings):
     """Where data lives, which services to use, and the pipeline's rules."""
 
@@ -45,7 +51,7 @@ class Settings(BaseSettings):
     rows_per_day: int = 600
 
     # training
-    model_type: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
+    model_type: str | None = None  # default per task: logistic_regression | ridge
     train_window_days: int = 30
     holdout_days: int = 2  # the most recent days, frozen for the promotion gate
     validation_days: int = 1  # the days before the holdout, for model selection
@@ -54,8 +60,8 @@ class Settings(BaseSettings):
     skew_sample: int = 50  # entities compared online vs offline at each scoring run (0: off)
 
     # promotion gate
-    primary_metric: Literal["roc_auc", "average_precision", "accuracy"] = "roc_auc"
-    promotion_floor: float = 0.6
+    primary_metric: str | None = None  # higher is better; default per task: roc_auc | r2
+    promotion_floor: float | None = None  # default per task: 0.6 (roc_auc) | 0.0 (r2)
     promotion_tolerance: float = 0.0
 
     # monitoring
@@ -75,6 +81,19 @@ class Settings(BaseSettings):
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)
+
+    @property
+    def metric(self) -> str:
+        """The gate's primary metric (higher is better)."""
+        return self.primary_metric or TASK_DEFAULTS[self.spec.task]["metric"]
+
+    @property
+    def floor(self) -> float:
+        return self.promotion_floor if self.promotion_floor is not None else TASK_DEFAULTS[self.spec.task]["floor"]
+
+    @property
+    def estimator(self) -> str:
+        return self.model_type or TASK_DEFAULTS[self.spec.task]["model_type"]
 
     @property
     def suite_path(self) -> Path:

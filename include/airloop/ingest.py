@@ -50,7 +50,7 @@ def coerce(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
         notes.append(f"columns missing: {missing}")
-    casts = {spec.entity: "int", spec.label: "int"}
+    casts = {spec.entity: "int", spec.label: "int" if spec.task == "binary_classification" else "float"}
     casts.update({f.name: f.dtype for f in spec.features if f.dtype != "category"})
     for col, dtype in casts.items():
         if col not in df:

@@ -6,18 +6,18 @@ from typing import Any
 
 from airloop.config import Settings
 from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, load_model, version_by_alias
-from airloop.train import load_holdout, metrics
+from airloop.train import load_holdout, metrics, predict
 
 
 def decide(settings: Settings, challenger: float, champion: float | None, is_backfill: bool) -> tuple[bool, str]:
     """Apply the configured rule to metric values; return (promote?, reason in plain words)."""
-    name = settings.primary_metric
+    name, floor = settings.metric, settings.floor
     if is_backfill:
         return False, "backfill runs never promote"
-    if challenger < settings.promotion_floor:
-        return False, f"{name} {challenger:.4f} is below the floor {settings.promotion_floor:.4f}"
+    if challenger < floor:
+        return False, f"{name} {challenger:.4f} is below the floor {floor:.4f}"
     if champion is None:
-        return True, f"first model: {name} {challenger:.4f} passes the floor {settings.promotion_floor:.4f}"
+        return True, f"first model: {name} {challenger:.4f} passes the floor {floor:.4f}"
     needed = champion - settings.promotion_tolerance
     if challenger >= needed:
         return (
@@ -38,12 +38,12 @@ def evaluate_gate(settings: Settings, version: str, is_backfill: bool = False) -
     mv = c.get_model_version(settings.model_name, version)
     holdout = load_holdout(settings, mv.run_id)
     X, y = holdout[spec.model_features], holdout[spec.label].to_numpy()
-    metric = settings.primary_metric
-    challenger_metrics = metrics(y, load_model(settings, version).predict_proba(X)[:, 1])
+    metric = settings.metric
+    challenger_metrics = metrics(settings, y, predict(settings, load_model(settings, version), X))
     champ = version_by_alias(settings, CHAMPION)
     champion_metrics = None
     if champ is not None and str(champ.version) != version:
-        champion_metrics = metrics(y, load_model(settings, champ.version).predict_proba(X)[:, 1])
+        champion_metrics = metrics(settings, y, predict(settings, load_model(settings, champ.version), X))
     promote, reason = decide(
         settings,
         challenger_metrics[metric],
@@ -59,7 +59,7 @@ def evaluate_gate(settings: Settings, version: str, is_backfill: bool = False) -
         "challenger": challenger_metrics,
         "champion_version": str(champ.version) if champ is not None else None,
         "champion": champion_metrics,
-        "floor": settings.promotion_floor,
+        "floor": settings.floor,
         "tolerance": settings.promotion_tolerance,
     }
     tags = {

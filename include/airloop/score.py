@@ -9,6 +9,7 @@ from airloop.config import Settings
 from airloop.features import online_features, training_frame
 from airloop.registry import CHAMPION, load_model, version_by_alias
 from airloop.storage import DATA_FILE, write_json, write_parquet
+from airloop.train import predict
 
 
 class NoChampion(LookupError):
@@ -75,13 +76,13 @@ def score_batch(settings: Settings, ds: str) -> dict:
     if settings.skew_sample:
         check_skew(settings, ds, batch, feats)
     model = load_model(settings, champ.version)
-    proba = model.predict_proba(feats[spec.model_features])[:, 1]
+    pred = predict(settings, model, feats[spec.model_features])
     out = pd.DataFrame(
         {
             spec.entity: feats[spec.entity].astype("int64"),
             "ds": ds,
-            "score": proba,
-            "prediction": (proba >= 0.5).astype("int64"),
+            "score": pred,
+            "prediction": (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred,
             "model_name": settings.model_name,
             "model_version": str(champ.version),
             "model_run_id": champ.run_id,

@@ -62,8 +62,15 @@ def _customers(seed: int, n: int) -> pd.DataFrame:
 
 
 def simulate_day(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> pd.DataFrame:
-    """The landing batch of one day: the same inputs always give the same rows."""
-    active = {s.name for s in scenarios if s.active(day)}
+    """The landing batch of one day for the configured dataset spec (same inputs, same rows)."""
+    business = BUSINESSES.get(settings.spec.name)
+    if business is None:
+        raise ValueError(f"no simulator for dataset {settings.spec.name!r}; simulators: {sorted(BUSINESSES)}")
+    return business(day, settings, {s.name for s in scenarios if s.active(day)})
+
+
+def _churn_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
+    """Subscription churn: a snapshot of a sample of customers, label ``churned``."""
     rng = np.random.default_rng([settings.seed, day.toordinal()])
     pop = _customers(settings.seed, settings.customers)
     n = min(settings.rows_per_day, len(pop))
@@ -120,6 +127,48 @@ def simulate_day(day: date, settings: Settings, scenarios: list[Scenario] = ()) 
         df = df.rename(columns={"monthly_charges": "monthly_charge"})
         df["tenure_months"] = df["tenure_months"].astype(str) + " months"
     return df
+
+
+def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
+    """Store demand (regression): units sold per store and day from price, promotion, weather and footfall."""
+    unsupported = active - {"covariate_shift", "concept_drift"}
+    if unsupported:
+        raise ValueError(f"the store_demand simulator has no scenario {sorted(unsupported)}")
+    stores = np.random.default_rng([settings.seed, 1]).permutation(settings.customers)[: settings.customers]
+    base = np.random.default_rng([settings.seed, 2])
+    n_stores = settings.customers
+    base_price = base.uniform(5, 40, n_stores)
+    base_footfall = base.gamma(4.0, 400.0, n_stores)
+    fmt = base.choice(["express", "supermarket", "hyper"], n_stores, p=[0.4, 0.4, 0.2])
+    rng = np.random.default_rng([settings.seed, day.toordinal()])
+    n = min(settings.rows_per_day, n_stores)
+    idx = np.sort(rng.choice(n_stores, n, replace=False))
+    promo = (rng.random(n) < 0.2).astype("int64")
+    price = base_price[idx] * (1 - 0.2 * promo) * rng.normal(1.0, 0.02, n)
+    temperature = 8 + 10 * np.sin(day.toordinal() / 58.0) + rng.normal(0, 3, n)
+    footfall = base_footfall[idx] * rng.lognormal(0, 0.15, n)
+    if "covariate_shift" in active:  # a road closure and a price rise
+        footfall, price = footfall * 0.55, price * 1.3
+    lift = 0.0 if "concept_drift" in active else 0.8
+    mean = 0.05 * footfall * (1 + lift * promo) * np.exp(-0.02 * (price - 20)) * np.where(fmt[idx] == "hyper", 1.5, 1.0)
+    units = np.clip(mean + rng.normal(0, 0.1 * mean + 1), 0, None)
+    seconds = np.sort(rng.integers(0, 86_400, n))
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return pd.DataFrame(
+        {
+            "store_id": stores[idx].astype("int64") + 1,
+            "event_timestamp": [midnight + timedelta(seconds=int(s)) for s in seconds],
+            "price": np.round(np.clip(price, 0, 100), 2),
+            "promo": promo,
+            "temperature_c": np.round(temperature, 1),
+            "footfall": np.clip(footfall, 0, 100_000).astype("int64"),
+            "store_format": fmt[idx],
+            "units_sold": np.round(units, 1),
+        }
+    )
+
+
+BUSINESSES = {"subscription_churn": _churn_day, "store_demand": _demand_day}
 
 
 def write_landing(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> Path:

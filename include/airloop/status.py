@@ -28,7 +28,7 @@ def training_runs(settings: Settings) -> list[dict]:
                 "trigger_reason": r.data.tags.get("airloop.trigger_reason"),
                 "trigger_ds": r.data.tags.get("airloop.trigger_ds") or None,
                 "window": [r.data.params.get("train_start"), r.data.params.get("train_end")],
-                "holdout_roc_auc": r.data.metrics.get("holdout_roc_auc"),
+                "holdout_metric": {settings.metric: r.data.metrics.get(f"holdout_{settings.metric}")},
                 "version": str(mv.version) if mv else None,
                 "gate": mv.tags.get("airloop.gate.decision") if mv else None,
                 "gate_reason": mv.tags.get("airloop.gate.reason") if mv else None,

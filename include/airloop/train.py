@@ -16,27 +16,34 @@ from airloop.features import FEATURE_SERVICE, training_frame
 from airloop.registry import CHALLENGER, client
 from airloop.storage import date_range, partition_dates, read_partitions
 
-MODEL_TYPES = ("logistic_regression", "hist_gradient_boosting")
+MODEL_TYPES = {
+    "binary_classification": ("logistic_regression", "hist_gradient_boosting"),
+    "regression": ("ridge", "hist_gradient_boosting"),
+}
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 
 
 def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] | None = None) -> Any:
     """An sklearn Pipeline: impute + scale numerics, one-hot categoricals, then the estimator."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     spec = settings.spec
     params = dict(params or {})
+    classify = spec.task == "binary_classification"
+    if model_type not in MODEL_TYPES[spec.task]:
+        raise ValueError(f"unknown model_type {model_type!r} for {spec.task}; choose from {MODEL_TYPES[spec.task]}")
     if model_type == "logistic_regression":
         estimator = LogisticRegression(max_iter=1000, **{"C": 1.0, **params})
-    elif model_type == "hist_gradient_boosting":
-        estimator = HistGradientBoostingClassifier(random_state=settings.seed, **{"max_iter": 200, **params})
+    elif model_type == "ridge":
+        estimator = Ridge(**{"alpha": 1.0, **params})
     else:
-        raise ValueError(f"unknown model_type {model_type!r}; choose from {', '.join(MODEL_TYPES)}")
+        hgb = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        estimator = hgb(random_state=settings.seed, **{"max_iter": 200, **params})
     pre = ColumnTransformer(
         [
             (
@@ -50,10 +57,32 @@ def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] |
     return Pipeline([("pre", pre), ("model", estimator)])
 
 
-def metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """The classification metrics the project reports and gates on."""
-    from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score
+def predict(settings: Settings, model: Any, X: pd.DataFrame) -> np.ndarray:
+    """The model's output the metrics use: P(positive) for classification, the value for regression."""
+    if settings.spec.task == "binary_classification":
+        return model.predict_proba(X)[:, 1]
+    return np.asarray(model.predict(X), dtype="float64")
 
+
+def metrics(settings: Settings, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The metrics the project reports and gates on, for the spec's task type."""
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        log_loss,
+        mean_absolute_error,
+        r2_score,
+        roc_auc_score,
+        root_mean_squared_error,
+    )
+
+    if settings.spec.task == "regression":
+        return {
+            "r2": float(r2_score(y_true, pred)),
+            "rmse": float(root_mean_squared_error(y_true, pred)),
+            "mae": float(mean_absolute_error(y_true, pred)),
+        }
+    proba = pred
     return {
         "roc_auc": float(roc_auc_score(y_true, proba)),
         "average_precision": float(average_precision_score(y_true, proba)),
@@ -63,31 +92,47 @@ def metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 
 
 def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) -> dict[str, Any]:
-    """ROC, precision-recall, calibration, confusion matrix and permutation feature importance
-    on the validation slice, as matplotlib figures."""
+    """Diagnostic plots on the validation slice, as matplotlib figures: ROC, precision-recall,
+    calibration and confusion matrix (classification) or predicted-vs-actual and residuals
+    (regression), and permutation feature importance for both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.calibration import CalibrationDisplay
     from sklearn.inspection import permutation_importance
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+    from sklearn.metrics import (
+        ConfusionMatrixDisplay,
+        PrecisionRecallDisplay,
+        PredictionErrorDisplay,
+        RocCurveDisplay,
+    )
 
     spec = settings.spec
     y = part[spec.label].to_numpy()
-    figs = {
-        "roc_curve": RocCurveDisplay.from_predictions(y, proba).figure_,
-        "pr_curve": PrecisionRecallDisplay.from_predictions(y, proba).figure_,
-        "calibration": CalibrationDisplay.from_predictions(y, proba, n_bins=10).figure_,
-        "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int)).figure_,
-    }
+    if spec.task == "binary_classification":
+        figs = {
+            "roc_curve": RocCurveDisplay.from_predictions(y, proba).figure_,
+            "pr_curve": PrecisionRecallDisplay.from_predictions(y, proba).figure_,
+            "calibration": CalibrationDisplay.from_predictions(y, proba, n_bins=10).figure_,
+            "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int)).figure_,
+        }
+        scoring = "roc_auc"
+    else:
+        figs = {
+            "predicted_vs_actual": PredictionErrorDisplay.from_predictions(
+                y, proba, kind="actual_vs_predicted"
+            ).figure_,
+            "residuals": PredictionErrorDisplay.from_predictions(y, proba, kind="residual_vs_predicted").figure_,
+        }
+        scoring = "r2"
     imp = permutation_importance(
-        pipe, part[spec.model_features], y, scoring="roc_auc", n_repeats=5, random_state=settings.seed
+        pipe, part[spec.model_features], y, scoring=scoring, n_repeats=5, random_state=settings.seed
     )
     order = np.argsort(imp.importances_mean)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.barh(np.array(spec.model_features)[order], imp.importances_mean[order], xerr=imp.importances_std[order])
-    ax.set_xlabel("permutation importance (drop in ROC AUC, validation slice)")
+    ax.set_xlabel(f"permutation importance (drop in {scoring}, validation slice)")
     fig.tight_layout()
     figs["feature_importance"] = fig
     for f in figs.values():
@@ -125,7 +170,7 @@ def train_model(
 
     spec = settings.spec
     window_days = window_days or settings.train_window_days
-    model_type = model_type or settings.model_type
+    model_type = model_type or settings.estimator
     dates = training_window(settings, end_ds, window_days)
     if len(dates) < settings.min_train_days:
         raise ValueError(
@@ -147,7 +192,7 @@ def train_model(
         "holdout": frame[day.isin(dates[-settings.holdout_days :])],
     }
     train, holdout = splits["train"], splits["holdout"]
-    if train[spec.label].nunique() < 2:
+    if spec.task == "binary_classification" and train[spec.label].nunique() < 2:
         raise ValueError(f"the training days {dates[0]}..{dates[-n_eval - 1]} hold only one class")
 
     X, y = train[spec.model_features], train[spec.label].to_numpy()
@@ -155,8 +200,10 @@ def train_model(
         pipe = build_pipeline(settings, model_type, params).fit(X, y)
     except TypeError as exc:  # an unknown hyperparameter
         raise ValueError(f"bad hyperparameters {params} for {model_type}: {exc}") from exc
-    scores = {name: pipe.predict_proba(part[spec.model_features])[:, 1] for name, part in splits.items()}
-    split_metrics = {name: metrics(part[spec.label].to_numpy(), scores[name]) for name, part in splits.items()}
+    scores = {name: predict(settings, pipe, part[spec.model_features]) for name, part in splits.items()}
+    split_metrics = {
+        name: metrics(settings, part[spec.label].to_numpy(), scores[name]) for name, part in splits.items()
+    }
 
     c = client(settings)
     trigger = trigger or {}
@@ -204,7 +251,7 @@ def train_model(
         info = mlflow.sklearn.log_model(
             pipe,
             name="model",
-            signature=infer_signature(example, pipe.predict_proba(example)[:, 1]),
+            signature=infer_signature(example, predict(settings, pipe, example)),
             input_example=example,
             registered_model_name=settings.model_name,
             pip_requirements=[

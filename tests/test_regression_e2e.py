@@ -1,0 +1,61 @@
+"""A regression spec (store demand) through the same DAGs, with no code change: only configuration."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from airloop.config import PACKAGE_DIR
+from airloop.storage import DATA_FILE
+
+pytestmark = pytest.mark.slow
+SHIFT_DAY, LAST_DAY = "2026-01-06", "2026-01-07"
+
+
+@pytest.fixture(scope="module")
+def demand(airflow_db, tmp_path_factory):
+    from airloop.config import get_settings
+    from airloop.simulate import Scenario, simulate
+    from airloop_runner import run_days
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("demand") / "airloop"))
+        mp.setenv("AIRLOOP_SPEC_PATH", str(PACKAGE_DIR / "specs" / "store_demand.yaml"))
+        mp.setenv("AIRLOOP_MODEL_NAME", "airloop_demand")
+        mp.setenv("AIRLOOP_CUSTOMERS", "400")
+        mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
+        mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
+        settings = get_settings()
+        simulate(date(2026, 1, 1), 7, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
+        log = {entry["ds"]: entry for entry in run_days(date(2026, 1, 1), 7)}
+        yield settings, log
+
+
+def test_regression_model_is_trained_gated_and_scores_values(demand):
+    settings, log = demand
+    from airloop.registry import client, version_by_alias
+
+    assert all(entry["airloop_daily"] == "success" for entry in log.values())
+    champion = version_by_alias(settings, "champion")
+    assert champion is not None and "r2" in champion.tags["airloop.gate.reason"]
+    run = client(settings).get_run(champion.run_id)
+    assert {"holdout_r2", "holdout_rmse", "holdout_mae", "validation_r2"} <= set(run.data.metrics)
+    assert run.data.metrics["holdout_r2"] > 0.5
+    plots = {f.path for f in client(settings).list_artifacts(champion.run_id, "plots")}
+    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    assert preds["score"].nunique() > 100 and (preds["prediction"] == preds["score"]).all()
+    assert set(preds["model_version"]) == {str(champion.version)}
+    assert "store_id" in preds
+
+
+def test_regression_drift_triggers_a_gated_retrain(demand):
+    settings, _ = demand
+    from airloop.status import collect_status
+
+    status = collect_status(settings)
+    assert any(e["action"] == "retrain" and e["ds"] >= SHIFT_DAY for e in status["drift_events"])
+    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    assert len(retrains) == 1 and retrains[0]["gate"] in ("promoted", "refused")
