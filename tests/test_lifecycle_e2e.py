@@ -91,6 +91,7 @@ def test_champion_exists_and_predictions_carry_its_version(lifecycle):
     preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
+    assert set(preds["feature_source"]) == {"online"}  # the newest day reads the online store
 
 
 def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
@@ -135,3 +136,5 @@ def test_release_dag_puts_the_fixed_batch_back_and_scores_it(lifecycle):
     assert (settings.partition("validated", BAD_DAY) / DATA_FILE).exists()
     preds = pd.read_parquet(settings.partition("predictions", BAD_DAY) / DATA_FILE)
     assert set(preds["model_version"]) == {str(version_by_alias(settings, "champion").version)}
+    # a past day is scored from its own point-in-time features, not today's online values
+    assert set(preds["feature_source"]) == {"offline"}

@@ -59,7 +59,10 @@ def check_skew(settings: Settings, ds: str, batch: pd.DataFrame, online: pd.Data
 
 
 def score_batch(settings: Settings, ds: str) -> dict:
-    """Write ``predictions/ds=<ds>`` for the entities of that day's validated batch."""
+    """Write ``predictions/ds=<ds>`` for the entities of that day's validated batch. The newest day
+    reads the online store (checked for training/serving skew); an older day (a backfill or a
+    released batch) reads the offline point-in-time values of its own timestamps, because the
+    online store already holds later values."""
     spec = settings.spec
     champ = version_by_alias(settings, CHAMPION)
     if champ is None:
@@ -68,12 +71,17 @@ def score_batch(settings: Settings, ds: str) -> dict:
     if not src.exists():
         raise FileNotFoundError(f"no validated partition for {ds} at {src}")
     batch = pd.read_parquet(src, columns=[spec.entity, spec.timestamp])
-    ids = batch[spec.entity].drop_duplicates().sort_values().tolist()
-    feats = online_features(settings, ids)
+    newest = max((p.stem for p in settings.features_dir.glob("*.parquet")), default=ds)
+    source = "online" if ds >= newest else "offline"
+    if source == "online":
+        feats = online_features(settings, batch[spec.entity].drop_duplicates().sort_values().tolist())
+    else:
+        latest = batch.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
+        feats = training_frame(settings, latest[[spec.entity, spec.timestamp]]).sort_values(spec.entity)
     missing = feats[spec.model_features].isna().all(axis=1)
     if missing.any():
-        raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no online features: materialize {ds} first")
-    if settings.skew_sample:
+        raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no {source} features: materialize {ds} first")
+    if source == "online" and settings.skew_sample:
         check_skew(settings, ds, batch, feats)
     model = load_model(settings, champ.version)
     pred = predict(settings, model, feats[spec.model_features])
@@ -86,7 +94,8 @@ def score_batch(settings: Settings, ds: str) -> dict:
             "model_name": settings.model_name,
             "model_version": str(champ.version),
             "model_run_id": champ.run_id,
+            "feature_source": source,
         }
     )
     path = write_parquet(out, settings.partition("predictions", ds) / DATA_FILE)
-    return {"ds": ds, "rows": len(out), "model_version": str(champ.version), "path": str(path)}
+    return {"ds": ds, "rows": len(out), "model_version": str(champ.version), "features": source, "path": str(path)}
