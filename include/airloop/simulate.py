@@ -134,7 +134,6 @@ def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame
     unsupported = active - {"covariate_shift", "concept_drift"}
     if unsupported:
         raise ValueError(f"the store_demand simulator has no scenario {sorted(unsupported)}")
-    stores = np.random.default_rng([settings.seed, 1]).permutation(settings.customers)[: settings.customers]
     base = np.random.default_rng([settings.seed, 2])
     n_stores = settings.customers
     base_price = base.uniform(5, 40, n_stores)
@@ -156,7 +155,7 @@ def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return pd.DataFrame(
         {
-            "store_id": stores[idx].astype("int64") + 1,
+            "store_id": (idx + 1).astype("int64"),
             "event_timestamp": [midnight + timedelta(seconds=int(s)) for s in seconds],
             "price": np.round(np.clip(price, 0, 100), 2),
             "promo": promo,
