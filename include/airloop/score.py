@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from airloop.config import Settings
 from airloop.features import online_features, training_frame
-from airloop.registry import CHAMPION, load_model, version_by_alias
+from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
 from airloop.storage import DATA_FILE, write_json, write_parquet
 from airloop.train import predict
 
@@ -83,19 +85,32 @@ def score_batch(settings: Settings, ds: str) -> dict:
         raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no {source} features: materialize {ds} first")
     if source == "online" and settings.skew_sample:
         check_skew(settings, ds, batch, feats)
-    model = load_model(settings, champ.version)
-    pred = predict(settings, model, feats[spec.model_features])
-    out = pd.DataFrame(
+    out = _predictions(settings, champ, feats, ds, source)
+    path = write_parquet(out, settings.partition("predictions", ds) / DATA_FILE)
+    result = {"ds": ds, "rows": len(out), "model_version": str(champ.version), "features": source, "path": str(path)}
+    challenger = version_by_alias(settings, CHALLENGER) if settings.shadow_scoring else None
+    if challenger is not None and str(challenger.version) != str(champ.version):
+        # shadow: the challenger scores the same rows; its output never reaches the predictions table
+        shadow = write_parquet(
+            _predictions(settings, challenger, feats, ds, source),
+            settings.partition("predictions_shadow", ds) / DATA_FILE,
+        )
+        result["shadow"] = {"model_version": str(challenger.version), "path": str(shadow)}
+    return result
+
+
+def _predictions(settings: Settings, mv: Any, feats: pd.DataFrame, ds: str, source: str) -> pd.DataFrame:
+    spec = settings.spec
+    pred = predict(settings, load_model(settings, mv.version), feats[spec.model_features])
+    return pd.DataFrame(
         {
             spec.entity: feats[spec.entity].astype("int64"),
             "ds": ds,
             "score": pred,
             "prediction": (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred,
             "model_name": settings.model_name,
-            "model_version": str(champ.version),
-            "model_run_id": champ.run_id,
+            "model_version": str(mv.version),
+            "model_run_id": mv.run_id,
             "feature_source": source,
         }
     )
-    path = write_parquet(out, settings.partition("predictions", ds) / DATA_FILE)
-    return {"ds": ds, "rows": len(out), "model_version": str(champ.version), "features": source, "path": str(path)}
