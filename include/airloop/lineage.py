@@ -61,9 +61,10 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
     return {
         "prediction": {
             "ds": ds,
+            "entity_column": spec.entity,
             spec.entity: int(entity),
+            spec.timestamp: str(row[spec.timestamp]),
             "score": float(row["score"]),
-            "feature_source": row.get("feature_source"),
         },
         "model_version": {
             "name": mv.name,
@@ -93,9 +94,9 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
 def render_lineage(chain: dict[str, Any]) -> str:
     """The lineage chain as indented plain text."""
     p, mv, run, win = chain["prediction"], chain["model_version"], chain["training_run"], chain["training_window"]
-    key = next(k for k in p if k not in ("ds", "score", "feature_source"))
+    key = p["entity_column"]
     lines = [
-        f"prediction  {key}={p[key]} on {p['ds']}: score {p['score']:.4f} (features: {p['feature_source']})",
+        f"prediction  {key}={p[key]} on {p['ds']}: score {p['score']:.4f}",
         f"  model     {mv['uri']} aliases={mv['aliases']} gate={mv['gate_decision']}",
         f"  run       {run['run_id']} ({run['model_type']}, git {str(run['git_commit'])[:10]}, "
         f"trigger: {run['trigger_reason']})",

@@ -139,11 +139,9 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
         if shadow.empty:
             continue
         live = pd.read_parquet(settings.partition("predictions", d) / DATA_FILE)
-        labels = pd.read_parquet(
-            settings.partition("validated", d) / DATA_FILE, columns=[spec.entity, spec.timestamp, spec.label]
-        )
-        labels = labels.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
-        both = shadow.merge(live, on=spec.entity, suffixes=("_challenger", "_champion")).merge(labels, on=spec.entity)
+        keys = [spec.entity, spec.timestamp]
+        labels = pd.read_parquet(settings.partition("validated", d) / DATA_FILE, columns=[*keys, spec.label])
+        both = shadow.merge(live, on=keys, suffixes=("_challenger", "_champion")).merge(labels, on=keys)
         frames.append(both.dropna(subset=[spec.label]))
     if not frames:
         return None
