@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); $$UV sync --frozen --python 3.11 --quiet
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); $$UV sync --frozen --python 3.11 --quiet --compile-bytecode
 	@touch $@
 
 $(ROOT)/.airloop-passwords.json:
