@@ -49,10 +49,8 @@ test-fast: install  ## skip the slow end-to-end tests
 lint: install
 	@ruff check . && ruff format --check .
 
-bench: install  ## benchmarks (figures and ratios against a baseline measured in the same run)
-	@python bench/parse_time.py
-	@python bench/validation_throughput.py
-	@python bench/feast_online.py
+bench: install  ## all benchmarks, figures and ratios against same-run baselines, written to BENCHMARKS.md
+	@python bench/run_all.py $(BENCH_ARGS)
 
 airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
 	airflow standalone
