@@ -55,11 +55,11 @@ def test_stage_scaling_and_orchestration_benches_run():
     import run_all
     import stages
 
-    st = stages.main(["--sizes", "1500,3000"])
+    st = stages.main(["--sizes", "3000"])
     for stage in stages.STAGES:
-        assert all(st["stages"][stage][n]["seconds"] > 0 for n in (1500, 3000))
-        assert st["stages"][stage][3000]["rows"] == 3000
-    assert st["stages"]["score"][3000]["bare_predict_s"] > 0 and set(st["exponents"]) == set(stages.STAGES)
+        assert st["stages"][stage][3000]["seconds"] > 0 and st["stages"][stage][3000]["rows"] == 3000
+    assert st["stages"]["score"][3000]["bare_predict_s"] > 0
+    assert stages.exponent([10, 100, 1000], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
     orch = orchestration.main(["--rows", "1500", "--repeat", "1"])
     assert orch["plain_s"] > 0 and orch["airflow_s"] > 0
     md = run_all.render(
