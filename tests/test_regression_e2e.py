@@ -27,6 +27,7 @@ def demand(airflow_db, tmp_path_factory):
         mp.setenv("AIRLOOP_CUSTOMERS", "400")
         mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
+        mp.setenv("AIRLOOP_DRIFT_PERSIST_CHECKS", "1")  # this test is about the task type, not the policy
         settings = get_settings()
         simulate(date(2026, 1, 1), 7, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
         log = {entry["ds"]: entry for entry in run_days(date(2026, 1, 1), 7)}
