@@ -53,6 +53,7 @@ bench: install  ## benchmarks (figures and ratios against a baseline measured in
 	@python bench/parse_time.py
 	@python bench/validation_throughput.py
 	@python bench/feast_online.py
+	@python bench/drift.py
 
 airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
 	airflow standalone

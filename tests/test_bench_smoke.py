@@ -48,3 +48,11 @@ def test_feast_online_bench_runs(monkeypatch):
     monkeypatch.setenv("AIRLOOP_HOME", "unused")  # the bench makes its own
     result = feast_online.main(["--rows", "2000", "--lookups", "5"])
     assert result["feast_redis_rps"] > 0 and result["lookup_100_p99_ms"] > 0
+
+
+def test_drift_bench_runs():
+    import drift
+
+    result = drift.main(["--rows", "3000", "--methods", "scipy,evidently"])
+    assert all(result[m]["seconds"] > 0 for m in ("scipy", "evidently"))
+    assert set(result["evidently"]["drifted"]) == set(drift.SHIFTED)  # the columns that really moved

@@ -60,3 +60,14 @@ def test_regression_drift_triggers_a_gated_retrain(demand):
     assert any(e["action"] == "retrain" and e["ds"] >= SHIFT_DAY for e in status["drift_events"])
     retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
     assert len(retrains) == 1 and retrains[0]["gate"] in ("promoted", "refused")
+
+
+def test_regression_performance_is_measured_with_evidentlys_regression_preset(demand):
+    settings, _ = demand
+    from airloop.monitor import history
+
+    measured = [r for r in history(settings) if r.get("performance_metrics")]
+    assert measured, "labelled, scored days must give a performance check"
+    assert {"r2", "rmse", "mae"} <= set(measured[-1]["performance_metrics"])
+    assert measured[-1]["performance"] == measured[-1]["performance_metrics"]["r2"]
+    assert (settings.monitoring_dir / f"ds={measured[-1]['ds']}" / "performance.html").exists()
