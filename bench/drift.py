@@ -8,8 +8,9 @@ memory (peak RSS minus the RSS once the data is built) are its own. Measured:
   Jensen-Shannon distance for > 1000 rows);
 * ``evidently_ks``: the same preset forced to KS / chi-square, the same tests as the baseline;
 * ``scipy``: ``scipy.stats.ks_2samp`` and ``chi2_contingency`` per column (the baseline);
-* ``evidently_sample``: the preset on a random sample of ``--sample`` rows of each side, and whether
-  its decision (dataset drift, which columns drifted) matches the full run.
+* ``evidently_sample``: the preset on a random sample of ``--sample`` rows of each side (what the
+  monitor does above ``AIRLOOP_DRIFT_SAMPLE_ROWS``, default 100 000), and whether its decision (which
+  columns drifted, hence the share) matches the full run.
 
 Target: the Evidently report under 60 s on 2 cores.
 """

@@ -37,6 +37,7 @@ def test_drift_tests_are_configured_per_column_type_and_column(settings, monkeyp
     monkeypatch.setenv("AIRLOOP_DRIFT_NUM_METHOD", "ks")
     monkeypatch.setenv("AIRLOOP_DRIFT_NUM_THRESHOLD", "0.01")
     monkeypatch.setenv("AIRLOOP_DRIFT_COLUMN_METHODS", '{"plan": "psi"}')
+    monkeypatch.setenv("AIRLOOP_DRIFT_SAMPLE_ROWS", "1000")
     from airloop.config import get_settings
 
     configured = get_settings()
@@ -44,7 +45,9 @@ def test_drift_tests_are_configured_per_column_type_and_column(settings, monkeyp
     charges = numbers["columns"]["monthly_charges"]
     assert charges["method"] == "ks" and charges["threshold"] == 0.01
     assert numbers["columns"]["plan"]["method"] == "psi"
-    assert numbers["columns"]["region"]["method"] == "Jensen-Shannon distance"  # Evidently's default kept
+    # not configured: Evidently's own choice, which for a reference of <= 1000 rows (the sample) is chi-square
+    assert numbers["columns"]["region"]["method"] == "chi-square p_value"
+    assert numbers["rows_reference"] == 1800 and numbers["sampled_rows"] == {"reference": 1000, "current": 600}
     monkeypatch.setenv("AIRLOOP_DRIFT_COLUMN_METHODS", '{"no_such_column": "psi"}')
     with pytest.raises(ValueError, match="no_such_column"):
         drift_report(get_settings(), _days(configured, 0, 1), _days(configured, 1, 1))

@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     performance_window_days: int = 2  # the most recent labelled, scored days the performance check reads
     min_new_labels: int = 200  # labelled rows after the last training window needed before a retrain
     label_delay_days: int = 1  # the simulator delivers the labels of day D on day D + this
+    drift_sample_rows: int = 100_000  # rows per side the drift reports read (a seeded sample above it; 0: all)
 
     @property
     def monitor_floor(self) -> float:
