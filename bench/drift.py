@@ -2,7 +2,8 @@
 against scipy's two-sample KS (numeric) and chi-square (categorical) on the same columns, in the same run.
 
 Each method runs in its own child process on the same seeded data, so its wall time and its peak
-memory (peak RSS minus the RSS once the data is built) are its own. Measured:
+memory (peak RSS, reset once the data is built and the libraries imported, minus that RSS) are its own.
+Measured:
 
 * ``evidently``: DataDriftPreset as the monitor runs it (Evidently picks normed Wasserstein and
   Jensen-Shannon distance for > 1000 rows);
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -57,9 +57,16 @@ def make_data(rows: int, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame(np.random.default_rng([seed, 0]), False), frame(np.random.default_rng([seed, 1]), True)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """VmRSS / VmHWM (peak RSS) of this process, from /proc (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS, so the peak measured is the method's (Linux clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, **methods) -> dict:
@@ -111,7 +118,8 @@ def worker(method: str, rows: int, sample: int) -> dict:
     import evidently  # noqa: F401  (import cost is not the report's)
     import scipy.stats  # noqa: F401
 
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
+    _reset_peak()
     t = time.perf_counter()
     if method == "scipy":
         out = _scipy(ref, cur)
@@ -120,8 +128,7 @@ def worker(method: str, rows: int, sample: int) -> dict:
     else:
         out = _evidently(ref, cur)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**out, "seconds": seconds, "peak_mb": max(peak - base, 0.0)}
+    return {**out, "seconds": seconds, "peak_mb": max(_status_mb("VmHWM") - base, 0.0)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -159,8 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             f"same decision as the full run: {'yes' if same else 'NO: ' + ', '.join(sampled['drifted'])}"
         )
         results["same_decision_sampled"] = same
-    if full:
-        print(f"target: Evidently report under 60 s: {'met' if full['seconds'] < 60 else 'MISSED'}")
+    for name, label in (("evidently", "full data"), ("evidently_sample", "the monitor's default sample")):
+        if name in results:
+            met = "met" if results[name]["seconds"] < 60 else "MISSED"
+            print(f"target, Evidently report under 60 s on {label}: {met} ({results[name]['seconds']:.1f} s)")
     return results
 
 
