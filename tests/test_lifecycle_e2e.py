@@ -20,7 +20,7 @@ RETRAIN_DAY = "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def lifecycle(airflow_db, tmp_path_factory):
+def lifecycle(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_runner import run_days

@@ -17,7 +17,7 @@ CAUGHT_DAY = "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def concept(airflow_db, tmp_path_factory):
+def concept(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_runner import run_days

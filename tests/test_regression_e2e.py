@@ -15,7 +15,7 @@ SHIFT_DAY, LAST_DAY = "2026-01-06", "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def demand(airflow_db, tmp_path_factory):
+def demand(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_runner import run_days
