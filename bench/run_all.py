@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="stage sizes (rows of one day)")
     args = parser.parse_args(argv)
     import demo_breakdown
+    import drift
     import feast_online
     import orchestration
     import parse_time
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
     r["parse"] = parse_time.main(["--repeat", "1" if q else "3"])
     r["validation"] = validation_throughput.main(["--rows", "5000" if q else "1000000"])
     r["feast"] = feast_online.main(["--rows", "2000", "--lookups", "5"] if q else [])
+    r["drift"] = drift.main(["--rows", "3000", "--methods", "scipy,evidently"] if q else [])
     r["stages"] = stages.main(["--sizes", "2000,4000" if q else args.sizes])
     r["orchestration"] = orchestration.main(["--rows", "2000", "--repeat", "1"] if q else [])
     r["demo"] = demo_breakdown.main(["--days", "5" if q else "14"])
@@ -82,6 +84,15 @@ def render(r: dict, load_before: tuple, load_after: tuple, elapsed: float, comma
     f = r["feast"]
     for k, val in f.items():
         lines.append(f"| Feast `{k}` | {val:,.1f} | | | |")
+    dr = r.get("drift", {})
+    base = dr.get("scipy", {}).get("seconds")
+    for name in ("evidently", "evidently_sample"):
+        if name in dr and base:
+            m = dr[name]
+            lines.append(
+                f"| drift report `{name}` (1 M x 20 per side) | {m['seconds']:.1f} s, peak +{m['peak_mb']:.0f} MB | "
+                f"scipy KS/chi-square {base:.1f} s | {m['seconds'] / base:.1f}x | < 60 s |"
+            )
     st = r["stages"]
     for stage, by_size in st["stages"].items():
         for n, m in by_size.items():

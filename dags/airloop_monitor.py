@@ -1,14 +1,22 @@
 """
-### airloop monitor: drift check → branch → retrain or not
+### airloop monitor: Evidently checks → branch → retrain, alert or nothing
 
-Nightly, after the daily chain, compares the recent validated days with the champion's training
-window using Evidently's DataDriftPreset, writes `monitoring/ds=<day>/report.html` and
-`result.json`, then branches:
+Nightly, after the daily chain has scored the day:
 
-* `trigger_retrain` when there is no champion yet (cold start) or the share of drifted columns
-  passes the threshold, outside the retrain cool-down: triggers `airloop_train` with the reason in its conf;
-* `alert_only` when drift persists inside the cool-down;
-* `no_action` otherwise.
+1. `collect_labels` moves the label files that have arrived (they come `AIRLOOP_LABEL_DELAY_DAYS`
+   after the scored day) into `lake/labels/`;
+2. `check` builds Evidently reports on the champion: data drift and a data summary of the features
+   (reference = its training window, current = the recent validated days), drift of its predictions,
+   and its classification / regression performance on the labelled scored days. It writes
+   `monitoring/ds=<day>/` (HTML reports and `result.json`), `monitoring/history.csv`, and logs the
+   numbers to MLflow against the champion's version; then it applies the retraining policy;
+3. `decide` (a real branch) follows exactly one of:
+   * `trigger_retrain`: no champion yet, or drift persisted for `AIRLOOP_DRIFT_PERSIST_CHECKS` checks, or
+     performance fell below the floor; outside the cool-down, with enough new labelled rows and no
+     training run already queued or running. Triggers `airloop_train` with the reason in its conf;
+   * `alert_only`: something is wrong but the policy holds the retrain back (cool-down, drift not yet
+     persistent, too few new labels, a training run in flight);
+   * `no_action`.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from airflow.sdk import dag, task
 
 from airloop_dag_support import DAG_DEFAULTS, MONITOR_CRON, nightly
 
-RESULT = "ti.xcom_pull(task_ids='check_drift')"
+TRAIN_DAG = "airloop_train"
+RESULT = "ti.xcom_pull(task_ids='check')"
 
 
 @dag(
@@ -30,34 +39,52 @@ RESULT = "ti.xcom_pull(task_ids='check_drift')"
 )
 def airloop_monitor():
     @task
-    def check_drift(ds: str | None = None) -> dict:
+    def collect_labels(ds: str | None = None) -> dict:
         from airloop.config import get_settings
-        from airloop.monitor import check_drift as check
+        from airloop.monitor import collect_labels as collect
 
-        result = check(get_settings(), ds)
+        return collect(get_settings(), ds)
+
+    @task
+    def check(labels: dict, ds: str | None = None, ti=None) -> dict:
+        from airloop.config import get_settings
+        from airloop.monitor import run_checks
+
+        in_flight = ti.get_dr_count(dag_id=TRAIN_DAG, states=["queued", "running"])
+        result = run_checks(get_settings(), ds, active_training=in_flight)
         print(f"Monitor {ds}: {result['action']}: {result['reason']}")
-        return {k: result[k] for k in ("ds", "action", "reason", "drift_share")}
+        keys = ("ds", "action", "reason", "causes", "drift_share", "performance", "report")
+        return {k: result.get(k) for k in keys}
 
     @task.branch
     def decide(result: dict) -> str:
-        return {"bootstrap": "trigger_retrain", "retrain": "trigger_retrain", "cooldown": "alert_only"}.get(
-            result["action"], "no_action"
-        )
+        from airloop.monitor import ALERT_ACTIONS, TRIGGER_ACTIONS
+
+        if result["action"] in TRIGGER_ACTIONS:
+            return "trigger_retrain"
+        return "alert_only" if result["action"] in ALERT_ACTIONS else "no_action"
 
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
-        trigger_dag_id="airloop_train",
+        trigger_dag_id=TRAIN_DAG,
         trigger_run_id="retrain__{{ ds }}",
         logical_date="{{ logical_date }}",
         skip_when_already_exists=True,
-        conf={"reason": "{{ " + RESULT + "['action'] }}", "trigger_ds": "{{ ds }}", "end_date": "{{ ds }}"},
+        conf={
+            "reason": "{{ " + RESULT + "['action'] }}",
+            "cause": "{{ " + RESULT + "['causes'] | join(',') }}",
+            "detail": "{{ " + RESULT + "['reason'] }}",
+            "trigger_ds": "{{ ds }}",
+            "end_date": "{{ ds }}",
+        },
     )
 
     @task
     def alert_only(result: dict) -> None:
-        print(f"ALERT (no retrain, cool-down): {result['reason']}")
+        # issue 7 wires this line to an email notification
+        print(f"ALERT airloop monitor {result['ds']} ({result['action']}, no retrain): {result['reason']}")
 
-    result = check_drift()
+    result = check(collect_labels())
     decide(result) >> [trigger_retrain, alert_only(result), EmptyOperator(task_id="no_action")]
 
 

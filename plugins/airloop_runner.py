@@ -98,7 +98,8 @@ def _line(entry: dict) -> str:
         r = json.loads(result.read_text())
         parts.append(f"monitor: {r['action']} ({r['reason']})")
     for t in entry[TRAIN]:
-        parts.append(f"training run ({t['conf'].get('reason')}): {t['state']}")
+        cause = f": {t['conf']['cause']}" if t["conf"].get("cause") else ""
+        parts.append(f"training run ({t['conf'].get('reason')}{cause}): {t['state']}")
     return " | ".join(parts)
 
 

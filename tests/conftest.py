@@ -43,3 +43,16 @@ def airflow_db():
     """A migrated Airflow metadata DB (SQLite) for dag.test()."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="module")
+def airflow_runs(airflow_db):
+    """The migrated DB with no airloop DAG runs left by an earlier module: the end-to-end modules
+    simulate the same dates, and the monitor's trigger de-duplicates training runs by run id."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for dr in session.query(DagRun).filter(DagRun.dag_id.like("airloop_%")):
+            session.delete(dr)
+    return airflow_db

@@ -67,6 +67,7 @@ def test_stage_scaling_and_orchestration_benches_run():
             "parse": {"baseline": 1.0, "dagbag": 1.0, "airloop_daily.py": 0.2},
             "validation": {"rows": 10, "gx_s": 1.0, "pandas_s": 0.5, "ratio": 2.0},
             "feast": {},
+            "drift": {},
             "stages": st,
             "orchestration": orch,
             "demo": {"days": 1, "wall_s": 1.0, "stage_seconds": {"airloop_daily.score": 1.0}},
@@ -77,3 +78,11 @@ def test_stage_scaling_and_orchestration_benches_run():
         "python bench/run_all.py",
     )
     assert "| score, 3,000 rows |" in md and "nightly cycle via Airflow" in md
+
+
+def test_drift_bench_runs():
+    import drift
+
+    result = drift.main(["--rows", "3000", "--methods", "scipy,evidently"])
+    assert all(result[m]["seconds"] > 0 for m in ("scipy", "evidently"))
+    assert set(result["evidently"]["drifted"]) == set(drift.SHIFTED)  # the columns that really moved

@@ -14,11 +14,13 @@ pytestmark = pytest.mark.slow
 
 START = date(2026, 1, 1)
 DAYS = 8
-BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-03", "2026-01-07", "2026-01-08"
+BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-03", "2026-01-06", "2026-01-08"
+# drift must persist for two consecutive checks (AIRLOOP_DRIFT_PERSIST_CHECKS): the retrain comes a day later
+RETRAIN_DAY = "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def lifecycle(airflow_db, tmp_path_factory):
+def lifecycle(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_runner import run_days
@@ -99,26 +101,44 @@ def test_champion_exists_and_predictions_carry_its_version(lifecycle):
 
 def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     settings, log = lifecycle
+    from airloop.registry import client, version_by_alias
     from airloop.status import collect_status
 
     status = collect_status(settings)
     events = {e["ds"]: e for e in status["drift_events"]}
-    assert SHIFT_DAY in events and events[SHIFT_DAY]["action"] == "retrain"
     assert all(ds >= SHIFT_DAY for ds in events), f"drift reported before the shift: {sorted(events)}"
+    assert events[SHIFT_DAY]["action"] == "alert", "one drifted check is not enough to retrain"
+    assert events[RETRAIN_DAY]["action"] == "retrain"
     retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
-    assert [r["trigger_ds"] for r in retrains] == [SHIFT_DAY], "exactly one retrain; the cool-down stops repeats"
-    assert retrains[0]["run_id"] in events[SHIFT_DAY]["retrain_runs"]
+    assert [r["trigger_ds"] for r in retrains] == [RETRAIN_DAY], "exactly one retrain; the cool-down stops repeats"
+    assert retrains[0]["run_id"] in events[RETRAIN_DAY]["retrain_runs"]
+    assert [t["conf"]["reason"] for t in log[RETRAIN_DAY]["airloop_train"]] == ["retrain"]
+    assert log[RETRAIN_DAY]["airloop_train"][0]["conf"]["cause"] == "drift"
+    assert log[RETRAIN_DAY]["airloop_train"][0]["state"] == "success"
+    # the retrain went through the gate, which compared it with the champion it would replace on the
+    # same recent rows; the champion alias follows its decision
+    mv = client(settings).get_model_version(settings.model_name, retrains[0]["version"])
+    previous = events[RETRAIN_DAY]["champion_version"]
+    assert mv.tags["airloop.gate.champion_version"] == previous
+    assert {"airloop.gate.challenger_roc_auc", "airloop.gate.champion_roc_auc"} <= set(mv.tags)
+    promoted = retrains[0]["gate"] == "promoted"
     assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
-    assert [t["conf"]["reason"] for t in log[SHIFT_DAY]["airloop_train"]] == ["retrain"]
-    assert log[SHIFT_DAY]["airloop_train"][0]["state"] == "success"
-    assert events[LAST_DAY]["action"] == "cooldown"
+    assert str(version_by_alias(settings, "champion").version) == (retrains[0]["version"] if promoted else previous)
+    last = events.get(LAST_DAY)
+    if promoted:  # a new champion: drift is measured against its own window and must persist again
+        assert last is None or (last["action"] == "alert" and last["champion_version"] == retrains[0]["version"])
+    else:  # the same champion still drifts: the cool-down holds the retrain back
+        assert last["action"] == "cooldown" and "cool-down" in last["reason"]
 
 
 def test_monitor_branch_is_really_taken(lifecycle):
-    shifted = _task_states("airloop_monitor", SHIFT_DAY)
+    shifted = _task_states("airloop_monitor", RETRAIN_DAY)
     assert shifted["trigger_retrain"] == "success"
     assert shifted["no_action"] == shifted["alert_only"] == "skipped"
-    calm = _task_states("airloop_monitor", "2026-01-06")
+    alert = _task_states("airloop_monitor", SHIFT_DAY)
+    assert alert["alert_only"] == "success"
+    assert alert["trigger_retrain"] == alert["no_action"] == "skipped"
+    calm = _task_states("airloop_monitor", "2026-01-04")  # no champion yet, too few days
     assert calm["no_action"] == "success"
     assert calm["trigger_retrain"] == calm["alert_only"] == "skipped"
 

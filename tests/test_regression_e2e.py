@@ -15,7 +15,7 @@ SHIFT_DAY, LAST_DAY = "2026-01-06", "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def demand(airflow_db, tmp_path_factory):
+def demand(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_runner import run_days
@@ -27,6 +27,7 @@ def demand(airflow_db, tmp_path_factory):
         mp.setenv("AIRLOOP_CUSTOMERS", "400")
         mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
+        mp.setenv("AIRLOOP_DRIFT_PERSIST_CHECKS", "1")  # this test is about the task type, not the policy
         settings = get_settings()
         simulate(date(2026, 1, 1), 7, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
         log = {entry["ds"]: entry for entry in run_days(date(2026, 1, 1), 7)}
@@ -59,3 +60,14 @@ def test_regression_drift_triggers_a_gated_retrain(demand):
     assert any(e["action"] == "retrain" and e["ds"] >= SHIFT_DAY for e in status["drift_events"])
     retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
     assert len(retrains) == 1 and retrains[0]["gate"] in ("promoted", "refused")
+
+
+def test_regression_performance_is_measured_with_evidentlys_regression_preset(demand):
+    settings, _ = demand
+    from airloop.monitor import history
+
+    measured = [r for r in history(settings) if r.get("performance_metrics")]
+    assert measured, "labelled, scored days must give a performance check"
+    assert {"r2", "rmse", "mae"} <= set(measured[-1]["performance_metrics"])
+    assert measured[-1]["performance"] == measured[-1]["performance_metrics"]["r2"]
+    assert (settings.monitoring_dir / f"ds={measured[-1]['ds']}" / "performance.html").exists()

@@ -159,6 +159,25 @@ class Settings(BaseSettings):
     def artifact_location(self) -> str:
         return (self.home / "mlflow" / "artifacts").as_uri()
 
+    # monitoring policy and Evidently's drift tests (issue 6). Methods are Evidently stat-test names
+    # (ks, wasserstein, psi, chisquare, jensenshannon, ...); None keeps Evidently's choice by sample size.
+    drift_num_method: str | None = None
+    drift_cat_method: str | None = None
+    drift_num_threshold: float | None = None
+    drift_cat_threshold: float | None = None
+    drift_column_methods: dict[str, str] = {}  # per-column override, e.g. {"plan": "psi"}
+    drift_persist_checks: int = 2  # drift must hold in this many consecutive checks before a retrain
+    performance_floor: float | None = None  # retrain when the champion's metric on labelled days is below
+    performance_window_days: int = 2  # the most recent labelled, scored days the performance check reads
+    min_new_labels: int = 200  # labelled rows after the last training window needed before a retrain
+    label_delay_days: int = 1  # the simulator delivers the labels of day D on day D + this
+    drift_sample_rows: int = 100_000  # rows per side the drift reports read (a seeded sample above it; 0: all)
+
+    @property
+    def monitor_floor(self) -> float:
+        """The champion's performance floor on labelled days (default: the promotion floor)."""
+        return self.performance_floor if self.performance_floor is not None else self.floor
+
 
 def get_settings() -> Settings:
     """Settings from the environment (read on each call, so tests can change it)."""

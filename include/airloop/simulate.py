@@ -170,12 +170,24 @@ def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame
 BUSINESSES = {"subscription_churn": _churn_day, "store_demand": _demand_day}
 
 
+def labels_landing_dir(settings: Settings) -> Path:
+    """Where label files land: ``landing/labels/ds=<arrival day>/``."""
+    return settings.landing_dir / "labels"
+
+
 def write_landing(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> Path:
-    """Write one day's batch as CSV into the landing folder (atomically); return its path."""
+    """Write one day's batch as CSV into the landing folder (atomically); return its path. The
+    outcomes of the day's rows (entity, timestamp, label) land separately ``label_delay_days`` later
+    in ``landing/labels/``, as they would from a CRM: the monitor's performance check reads only those."""
     target = settings.landing_dir / f"ds={day.isoformat()}" / "batch.csv"
     df = simulate_day(day, settings, scenarios)
     with atomic_path(target) as tmp:
         df.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    spec = settings.spec
+    arrival = day + timedelta(days=settings.label_delay_days)
+    labels = labels_landing_dir(settings) / f"ds={arrival.isoformat()}" / f"labels_{day.isoformat()}.csv"
+    with atomic_path(labels) as tmp:
+        df[[spec.entity, spec.timestamp, spec.label]].to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
     return target
 
 

@@ -1,0 +1,135 @@
+"""The monitor without Airflow: Evidently's verdicts on simulated data, delayed labels, the retraining policy."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airloop.monitor import arrived_labels, collect_labels, decide, drift_report, drift_streak, performance_report
+from airloop.simulate import Scenario, simulate, simulate_day
+
+START = date(2026, 1, 1)
+
+
+def _days(settings, first: int, n: int, scenarios=()) -> pd.DataFrame:
+    return pd.concat([simulate_day(START + timedelta(days=first + i), settings, scenarios) for i in range(n)])
+
+
+def test_stable_days_do_not_drift_and_a_covariate_shift_does(settings):
+    reference = _days(settings, 0, 4)
+    _, stable = drift_report(settings, reference, _days(settings, 4, 2), summary=False)
+    assert stable["dataset_drift"] is False and stable["drift_share"] < settings.drift_share_threshold
+    assert not any(c["drifted"] for c in stable["columns"].values())
+    shift = [Scenario.parse("covariate_shift@2026-01-05")]
+    _, shifted = drift_report(settings, reference, _days(settings, 4, 2, shift))
+    assert shifted["dataset_drift"] is True and shifted["drift_share"] >= settings.drift_share_threshold
+    drifted = {name for name, c in shifted["columns"].items() if c["drifted"]}
+    assert {"monthly_charges", "usage_hours_7d"} <= drifted and "region" not in drifted
+    # Evidently chose its tests by sample size and column type: a distance for numbers and categories
+    assert shifted["columns"]["monthly_charges"]["method"] == "Wasserstein distance (normed)"
+    assert shifted["columns"]["plan"]["method"] == "Jensen-Shannon distance"
+
+
+def test_drift_tests_are_configured_per_column_type_and_column(settings, monkeypatch):
+    monkeypatch.setenv("AIRLOOP_DRIFT_NUM_METHOD", "ks")
+    monkeypatch.setenv("AIRLOOP_DRIFT_NUM_THRESHOLD", "0.01")
+    monkeypatch.setenv("AIRLOOP_DRIFT_COLUMN_METHODS", '{"plan": "psi"}')
+    monkeypatch.setenv("AIRLOOP_DRIFT_SAMPLE_ROWS", "1000")
+    from airloop.config import get_settings
+
+    configured = get_settings()
+    _, numbers = drift_report(configured, _days(configured, 0, 3), _days(configured, 3, 1), summary=False)
+    charges = numbers["columns"]["monthly_charges"]
+    assert charges["method"] == "ks" and charges["threshold"] == 0.01
+    assert numbers["columns"]["plan"]["method"] == "psi"
+    # not configured: Evidently's own choice, which for a reference of <= 1000 rows (the sample) is chi-square
+    assert numbers["columns"]["region"]["method"] == "chi-square p_value"
+    assert numbers["rows_reference"] == 1800 and numbers["sampled_rows"] == {"reference": 1000, "current": 600}
+    monkeypatch.setenv("AIRLOOP_DRIFT_COLUMN_METHODS", '{"no_such_column": "psi"}')
+    with pytest.raises(ValueError, match="no_such_column"):
+        drift_report(get_settings(), _days(configured, 0, 1), _days(configured, 1, 1))
+
+
+def test_labels_arrive_after_the_configured_delay(settings, monkeypatch):
+    monkeypatch.setenv("AIRLOOP_LABEL_DELAY_DAYS", "2")
+    from airloop.config import get_settings
+
+    delayed = get_settings()
+    simulate(START, 5, delayed)
+    collect_labels(delayed, "2026-01-02")
+    assert arrived_labels(delayed, "2026-01-02").empty  # day 1's labels arrive on day 3
+    first = collect_labels(delayed, "2026-01-04")
+    assert first["written"] == ["2026-01-03", "2026-01-04"]
+    labels = arrived_labels(delayed, "2026-01-04")
+    assert sorted(set(labels["label_ds"])) == ["2026-01-01", "2026-01-02"]
+    batch = simulate_day(START, delayed)
+    day1 = labels[labels["label_ds"] == "2026-01-01"]
+    assert day1["churned"].tolist() == batch["churned"].tolist()  # the outcomes of that day's rows
+    assert collect_labels(delayed, "2026-01-04")["written"] == ["2026-01-04"]  # idempotent: only today rewritten
+
+
+def test_a_malformed_label_file_is_refused_and_nothing_is_written(settings):
+    bad = settings.landing_dir / "labels" / "ds=2026-01-02" / "labels.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("customer_id,outcome\n1,0\n")
+    with pytest.raises(ValueError, match=r"lacks columns \['event_timestamp', 'churned'\]"):
+        collect_labels(settings, "2026-01-02")
+    assert not (settings.lake_dir / "labels").exists()
+
+
+def test_performance_report_measures_the_champion_with_evidently(settings):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    good = pd.DataFrame({"target": y, "prediction_value": np.clip(y * 0.6 + rng.random(2000) * 0.4, 0, 1)})
+    noise = pd.DataFrame({"target": y, "prediction_value": rng.random(2000)})
+    _, perf = performance_report(settings, good, noise)
+    assert perf["roc_auc"] == pytest.approx(0.5, abs=0.05)
+    assert {"accuracy", "precision", "recall", "f1", "log_loss"} <= set(perf)
+
+
+FACTS = {
+    "ds": "2026-01-10",
+    "drift_share": 0.1,
+    "dataset_drift": False,
+    "streak": 0,
+    "performance": 0.8,
+    "performance_days": ["2026-01-08", "2026-01-09"],
+    "last_retrain": None,
+    "new_labels": 1200,
+    "active_training": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "action", "causes", "words"),
+    [
+        ({}, "none", [], "drift share 0.10 < threshold"),
+        ({"dataset_drift": True, "drift_share": 0.4, "streak": 1}, "alert", [], "a retrain needs 2"),
+        ({"dataset_drift": True, "drift_share": 0.4, "streak": 2}, "retrain", ["drift"], "2 consecutive checks"),
+        ({"performance": 0.55}, "retrain", ["performance"], "roc_auc 0.550 on labelled days"),
+        ({"performance": 0.55, "last_retrain": "2026-01-08"}, "cooldown", ["performance"], "3-day cool-down"),
+        ({"performance": 0.55, "last_retrain": "2026-01-07"}, "retrain", ["performance"], "1200 new labelled"),
+        ({"performance": 0.55, "active_training": 1}, "alert", ["performance"], "already queued or running"),
+        ({"performance": 0.55, "new_labels": 150}, "alert", ["performance"], "only 150 labelled rows"),
+        ({"performance": None, "drift_share": None}, "none", [], "nothing to compare"),
+    ],
+)
+def test_retraining_policy(settings, change, action, causes, words):
+    got_action, reason, got_causes = decide(settings, {**FACTS, **change})
+    assert (got_action, got_causes) == (action, causes)
+    assert words in reason
+
+
+def test_drift_must_persist_against_the_same_champion():
+    past = [
+        {"ds": "2026-01-05", "champion_version": "1", "dataset_drift": True},
+        {"ds": "2026-01-06", "champion_version": "2", "dataset_drift": True},
+        {"ds": "2026-01-07", "champion_version": "2", "dataset_drift": True},
+    ]
+    assert drift_streak(past, "2", drifted_now=True) == 3
+    assert drift_streak(past, "3", drifted_now=True) == 1  # a new champion starts counting again
+    assert drift_streak(past, "2", drifted_now=False) == 0
+    assert drift_streak([*past, {"ds": "2026-01-08", "champion_version": "2", "dataset_drift": False}], "2", True) == 1
