@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable
 
+from airloop_alerts import notify_failure
+
 OWNER = "airloop"
 START_DATE = datetime(2026, 1, 1)
 # The daily interval is the calendar day of the batch (its run starts when the day ends); the
@@ -31,6 +33,8 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    # one email per final failure (SmtpNotifier, smtp_default), not one per retry
+    "on_failure_callback": notify_failure,
 }
 
 # What every airloop DAG shares: pass as ``@dag(**DAG_DEFAULTS, ...)``.
