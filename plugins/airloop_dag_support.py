@@ -29,7 +29,7 @@ SCORES = Asset(name="airloop_scores", uri="file://airloop/lake/predictions")
 
 DEFAULT_ARGS = {
     "owner": OWNER,
-    "retries": 2,
+    "retries": int(os.environ.get("AIRLOOP_TASK_RETRIES", "2")),
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),

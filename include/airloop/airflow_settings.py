@@ -96,26 +96,37 @@ IMPORT_COMMANDS = {
     "variables": ["variables", "import", "-a", "overwrite"],
     "pools": ["pools", "import"],
 }
+# Airflow's own CLI commands, run one after the other in a single process (one Airflow start-up, not three).
+_RUN_CLI = """
+import json, sys
+from airflow.__main__ import main
+for argv in json.loads(sys.argv[1]):
+    print("airloop: airflow " + " ".join(argv[:2]), flush=True)
+    sys.argv = ["airflow", *argv]
+    main()
+"""
 
 
 def load_settings(
     path: Path, progress: Callable[[str], None] = print, env: Mapping[str, str] | None = None
 ) -> dict[str, list[str]]:
     """Import the file's connections, variables and pools into the Airflow of the current environment
-    (``AIRFLOW_HOME``); return the names loaded per kind. Secrets go through a private temp file only."""
+    (``AIRFLOW_HOME``) with Airflow's import commands; return the names loaded per kind. Secrets pass
+    through a private temp file only."""
     data = read_settings(path, env)
-    loaded: dict[str, list[str]] = {}
+    loaded = {kind: sorted(items) for kind, items in data.items() if items}
     with tempfile.TemporaryDirectory(prefix="airloop-settings-") as tmp:
-        for kind, items in data.items():
-            if not items:
-                continue
+        commands = []
+        for kind in loaded:
             file = Path(tmp) / f"{kind}.json"
-            file.write_text(json.dumps(items, indent=2))
-            file.chmod(0o600)
-            progress(f"loading {len(items)} {kind} into Airflow: {', '.join(sorted(items))} ...")
-            out = subprocess.run([sys.executable, "-m", "airflow", *IMPORT_COMMANDS[kind], str(file)], capture_output=True, text=True)
+            file.touch(mode=0o600)
+            file.write_text(json.dumps(data[kind], indent=2))
+            commands.append([*IMPORT_COMMANDS[kind], str(file)])
+            progress(f"loading {len(loaded[kind])} {kind} into Airflow: {', '.join(loaded[kind])}")
+        if commands:
+            cmd = [sys.executable, "-c", _RUN_CLI, json.dumps(commands)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-5:])
-                raise RuntimeError(f"airflow {' '.join(IMPORT_COMMANDS[kind][:2])} failed:\n{tail}")
-            loaded[kind] = sorted(items)
+                raise RuntimeError(f"Airflow refused the settings:\n{tail}")
     return loaded
