@@ -66,7 +66,9 @@ def airloop_daily():
         with fail_if_quarantined():
             return ingest_batch(settings, ds, s3_client_kwargs=s3_client_kwargs(settings.s3_conn_id))
 
-    @task(outlets=[VALIDATED_BATCH])
+    # validate and materialize write shared stores (the GX project, the Feast registry and SQLite online
+    # store): one at a time across runs, so a backfill's parallel runs queue here instead of colliding
+    @task(outlets=[VALIDATED_BATCH], max_active_tis_per_dag=1)
     def validate(ingested: dict) -> dict:
         from airloop.config import get_settings
         from airloop.validate import validate_batch
@@ -77,7 +79,7 @@ def airloop_daily():
             print(f"WARNING (not blocking): {warning}")
         return result
 
-    @task(outlets=[FEATURES])
+    @task(outlets=[FEATURES], max_active_tis_per_dag=1)
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import logging
+from pathlib import Path
 from typing import Any
 
 SMTP_CONN_ID = "smtp_default"
@@ -51,9 +52,12 @@ def send_event(kind: str, subject: str, body: str, link: str | None = None, cont
         content = f"<pre>{html.escape(body)}</pre>"
         if link:
             content += f'<p>Log: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
-        notifier = SmtpNotifier(to=to, subject=f"[airloop] {subject}", html_content=content, smtp_conn_id=SMTP_CONN_ID)
-        if not notifier.hook.from_email:
-            notifier.from_email = DEFAULT_FROM
+        from airflow.sdk import BaseHook
+
+        sender = BaseHook.get_connection(SMTP_CONN_ID).extra_dejson.get("from_email") or DEFAULT_FROM
+        notifier = SmtpNotifier(
+            to=to, from_email=sender, subject=f"[airloop] {subject}", html_content=content, smtp_conn_id=SMTP_CONN_ID
+        )
         notifier.notify(context or {})
     except Exception as exc:  # the alert is secondary: say why it was not sent, keep the run's own outcome
         log.warning("airloop alert (%s) not emailed: %s: %s", kind, type(exc).__name__, exc)
@@ -115,31 +119,28 @@ def failure_email(
 def notify_failure(context: dict) -> None:
     """``on_failure_callback`` of a task: one email per final failure."""
     ti = context["ti"]
-    dag_id, task_id, run_id = ti.dag_id, ti.task_id, ti.run_id
+    _mark_alerted(ti.dag_id, ti.run_id, ti.task_id)
     ds = context.get("ds") or _ds_of(context.get("dag_run"))
     kind, subject, body, link = failure_email(
-        dag_id, task_id, ds, run_id, context.get("exception"), getattr(ti, "try_number", None)
+        ti.dag_id, ti.task_id, ds, ti.run_id, context.get("exception"), getattr(ti, "try_number", None)
     )
     send_event(kind, subject, body, link, context)
 
 
 def notify_dag_failure(context: dict) -> None:
-    """``on_failure_callback`` of a DAG (run by the DAG processor): emails about failed tasks whose own
-    callback never ran, e.g. a task process killed by the OS (apache/airflow#18077, #40550)."""
-    dag_run = context.get("dag_run")
-    if dag_run is None:
+    """``on_failure_callback`` of a DAG (run by the DAG processor when a run fails): emails about the
+    failed task when its own callback never ran, i.e. its process was killed by the OS (OOM killer,
+    ``kill -9``; apache/airflow#18077, #40550)."""
+    ti = context.get("ti")
+    if ti is None or _alerted(ti.dag_id, ti.run_id, ti.task_id):
         return
-    failed = [ti for ti in _task_instances(dag_run) if str(_get(ti, "state")) == "failed"]
-    for ti in failed:
-        if _alerted(ti):
-            continue
-        ds = _ds_of(dag_run)
-        reason = context.get("reason") or "the task's process ended without reporting (killed by the OS?)"
-        error = f"{reason}; the task process did not run its failure callback (killed, e.g. out of memory?)"
-        kind, subject, body, link = failure_email(
-            dag_run.dag_id, ti.task_id, ds, dag_run.run_id, error, _get(ti, "try_number")
-        )
-        send_event(kind, subject, body, link, context)
+    ds = context.get("ds") or _ds_of(context.get("dag_run"))
+    error = (
+        "the task's process ended without running its failure handling: it was most likely killed by the OS "
+        f"(out of memory?) or by a signal. Airflow's reason: {context.get('reason') or 'unknown'}"
+    )
+    kind, subject, body, link = failure_email(ti.dag_id, ti.task_id, ds, ti.run_id, error, _get(ti, "try_number"))
+    send_event(kind, subject, body, link, context)
 
 
 def _ds_of(dag_run: Any) -> str:
@@ -147,20 +148,22 @@ def _ds_of(dag_run: Any) -> str:
     return when.strftime("%Y-%m-%d") if when else "?"
 
 
-def _task_instances(dag_run: Any) -> list:
-    from airflow.utils.session import create_session
-    from airflow.models.taskinstance import TaskInstance
+def _marker(dag_id: str, run_id: str, task_id: str) -> Path:
+    from airloop.config import get_settings
 
-    with create_session() as session:
-        return (
-            session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
-            .all()
-        )
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{run_id}.{task_id}")
+    return get_settings().home / "alerts" / dag_id / safe
 
 
-def _alerted(ti: Any) -> bool:
-    return False
+def _mark_alerted(dag_id: str, run_id: str, task_id: str) -> None:
+    """Record that the task's own callback handled its failure (the DAG-level safety net then stays quiet)."""
+    path = _marker(dag_id, run_id, task_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def _alerted(dag_id: str, run_id: str, task_id: str) -> bool:
+    return _marker(dag_id, run_id, task_id).exists()
 
 
 def notify_retrain(context: dict) -> None:

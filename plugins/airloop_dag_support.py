@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable
 
-from airloop_alerts import notify_failure
+from airloop_alerts import notify_dag_failure, notify_failure
 
 OWNER = "airloop"
 START_DATE = datetime(2026, 1, 1)
@@ -43,6 +43,8 @@ DAG_DEFAULTS = {
     "catchup": False,
     "max_active_runs": 1,
     "default_args": DEFAULT_ARGS,
+    # safety net: a task killed by the OS never runs its own callback; the failed run still alerts
+    "on_failure_callback": notify_dag_failure,
 }
 
 

@@ -111,7 +111,8 @@ class LiveAirflow:
             cmd = [sys.executable, "-m", "airloop.cli", *args[1:]]
         out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode:
-            raise AssertionError(f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+            output = f"{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+            raise AssertionError(f"{' '.join(args)} exited {out.returncode}:\n{output}")
         return out
 
     def migrate(self) -> None:

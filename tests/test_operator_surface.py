@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 START, DAYS = date(2026, 1, 1), 7
 BAD_DAY = "2026-01-08"  # a schema break: quarantined
 ALERTS_TO = "oncall@example.com"
-ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / ".airloop" / "test-artifacts"))
+# screenshots of the browser test
+ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
