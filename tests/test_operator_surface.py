@@ -18,6 +18,7 @@ from live_airflow import LiveAirflow, SmtpInbox, body_text
 pytestmark = pytest.mark.slow
 
 START, DAYS = date(2026, 1, 1), 7
+LAST_DAY = (START + timedelta(days=DAYS - 1)).isoformat()
 BAD_DAY = "2026-01-08"  # a schema break: quarantined
 ALERTS_TO = "oncall@example.com"
 # screenshots of the browser test
@@ -93,7 +94,7 @@ def test_loading_airflow_settings_twice_gives_the_same_state(live, inbox):
 def test_cli_backfill_of_seven_days_gives_seven_runs_and_the_partitions(live):
     out = live.cli(
         "airflow", "backfill", "create", "--dag-id", "airloop_daily",
-        "--from-date", START.isoformat(), "--to-date", (START + timedelta(days=DAYS - 1)).isoformat(),
+        "--from-date", START.isoformat(), "--to-date", LAST_DAY,
     )  # fmt: skip
     assert "error" not in out.stdout.lower(), out.stdout
 
@@ -160,7 +161,8 @@ def test_a_task_killed_by_the_os_still_sends_an_alert(live, inbox):
     assert live.wait_for_run("airloop_train", run_id) == "failed"
     msg = inbox.wait_for(lambda m: "airloop_train.train" in m["subject"], timeout=180)
     assert "failed" in msg["subject"]
-    assert "/dags/airloop_train/runs/" in body_text(msg)
+    body = body_text(msg)
+    assert "killed by the OS" in body and "/dags/airloop_train/runs/" in body
 
 
 def test_ui_trigger_form_runs_training_with_params(live):
@@ -180,11 +182,23 @@ def test_ui_trigger_form_runs_training_with_params(live):
         page.goto(f"{live.url}/dags/airloop_train")
         page.get_by_test_id("trigger-dag-button").click()
         expect(page.get_by_text("Run Parameters")).to_be_visible(timeout=30_000)
+        # the typed Params: a date picker, a number field, the free-text reason
+        page.fill("#element_end_date", LAST_DAY)
+        page.fill("input[name=element_window_days]", "6")
+        page.fill("#element_reason", "retrain by hand from the UI")
         page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"), full_page=True)
         page.get_by_test_id("trigger-dag-submit").click()
-        time.sleep(2)
-        page.screenshot(path=str(ARTIFACTS / "ui-triggered.png"), full_page=True)
+        runs = live.wait(lambda: _new_runs(live, before), 60, "the UI to create the run", every=1)
+        run_id = runs[0]["dag_run_id"]
+        assert runs[0]["conf"]["end_date"] == LAST_DAY and runs[0]["conf"]["window_days"] == 6
+        assert runs[0]["conf"]["reason"] == "retrain by hand from the UI"
+        assert live.wait_for_run("airloop_train", run_id, timeout=900) == "success"
+        page.goto(f"{live.url}/dags/airloop_train/runs/{run_id}")
+        expect(page.get_by_text("success").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-run-succeeded.png"), full_page=True)
         browser.close()
-    runs = [r for r in live.get("/api/v2/dags/airloop_train/dagRuns")["dag_runs"] if r["dag_run_id"] not in before]
-    assert len(runs) == 1
-    assert live.wait_for_run("airloop_train", runs[0]["dag_run_id"], timeout=600) == "success"
+    assert live.task_states("airloop_train", run_id) == {"train": "success", "gate": "success"}
+
+
+def _new_runs(live: LiveAirflow, before: set[str]) -> list[dict]:
+    return [r for r in live.get("/api/v2/dags/airloop_train/dagRuns")["dag_runs"] if r["dag_run_id"] not in before]
