@@ -63,7 +63,8 @@ class SmtpInbox:
         raise AssertionError(f"no matching email within {timeout} s; received: {subjects}")
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.controller._thread is not None:
+            self.controller.stop()
 
 
 def body_text(msg: EmailMessage) -> str:
