@@ -179,6 +179,7 @@ def test_ui_trigger_form_runs_training_with_params(live):
         page.fill("input[name=username]", "admin")
         page.fill("input[name=password]", "admin")
         page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
         page.goto(f"{live.url}/dags/airloop_train")
         page.get_by_test_id("trigger-dag-button").click()
         expect(page.get_by_text("Run Parameters")).to_be_visible(timeout=30_000)
