@@ -112,7 +112,13 @@ class LiveAirflow:
         cmd = [sys.executable, "-m", "airflow", *args[1:]] if args[0] == "airflow" else list(args)
         if args[0] == "airloop":
             cmd = [sys.executable, "-m", "airloop.cli", *args[1:]]
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        for _ in range(5):
+            out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+            # SQLite answers "database is locked" at once (no waiting) when two writers would deadlock;
+            # the command's transaction was rolled back, so running it again is safe
+            if "database is locked" not in out.stderr:
+                break
+            time.sleep(3)
         if check and out.returncode:
             output = f"{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
             raise AssertionError(f"{' '.join(args)} exited {out.returncode}:\n{output}")
