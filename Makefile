@@ -21,7 +21,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint bench airflow mlflow-ui status clean
+.PHONY: install demo test test-fast lint bench settings airflow mlflow-ui status clean
 
 install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
 
@@ -52,7 +52,11 @@ lint: install
 bench: install  ## all benchmarks, figures and ratios against same-run baselines, written to BENCHMARKS.md
 	@python bench/run_all.py $(BENCH_ARGS)
 
-airflow: install $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
+settings: install  ## load airflow_settings.yaml (connections, variables, pools) into Airflow; idempotent
+	@mkdir -p "$(AIRFLOW_HOME)" && airflow db migrate >/dev/null
+	@airloop load-settings
+
+airflow: settings $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
 	airflow standalone
 
 mlflow-ui: install  ## MLflow UI on the demo's state

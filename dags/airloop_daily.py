@@ -12,12 +12,19 @@ Runs nightly for the day that just ended (its data interval).
 3. **materialize** the day's features into the Feast online store;
 4. **score** the day's customers with `models:/airloop_churn@champion` (skipped until a champion exists).
 
-Backfill a range with `airflow backfill create --dag-id airloop_daily --from-date A --to-date B`.
+**Triggering.** Nightly at `AIRLOOP_NIGHTLY_CRON` (default `0 0 * * *`) in `AIRLOOP_TIMEZONE`, for the
+interval that just ended; the run's logical date is the batch day. For one day by hand: *Trigger* →
+*Single Run* with that logical date (optionally another `source`). For a date range: *Trigger* →
+*Backfill*, or `airflow backfill create --dag-id airloop_daily --from-date A --to-date B` (the scheduler
+must be running and the DAG unpaused); runs go one at a time, oldest first, and never train or promote.
+
+**Alerts.** A failure emails `airloop_alert_emails` through `smtp_default` with the error and a link to
+the log; a quarantined batch says so in the subject and lists the failed expectations.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import (
     DAG_DEFAULTS,
@@ -38,18 +45,30 @@ from airloop_dag_support import (
     **DAG_DEFAULTS,
     tags=["airloop", "daily"],
     doc_md=__doc__,
+    params={
+        "source": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "local", "s3"],
+            description="Where the day's batch is read from: the landing folder or S3 (default: AIRLOOP_SOURCE).",
+        ),
+    },
 )
 def airloop_daily():
     @task(outlets=[RAW_BATCH])
-    def ingest(ds: str | None = None) -> dict:
+    def ingest(ds: str | None = None, params: dict | None = None) -> dict:
         from airloop.config import get_settings
         from airloop.ingest import ingest_batch
 
         settings = get_settings()
+        if (params or {}).get("source"):
+            settings = settings.model_copy(update={"source": params["source"]})
         with fail_if_quarantined():
             return ingest_batch(settings, ds, s3_client_kwargs=s3_client_kwargs(settings.s3_conn_id))
 
-    @task(outlets=[VALIDATED_BATCH])
+    # validate and materialize write shared stores (the GX project, the Feast registry and SQLite online
+    # store): one at a time across runs, so a backfill's parallel runs queue here instead of colliding
+    @task(outlets=[VALIDATED_BATCH], max_active_tis_per_dag=1)
     def validate(ingested: dict) -> dict:
         from airloop.config import get_settings
         from airloop.validate import validate_batch
@@ -60,7 +79,7 @@ def airloop_daily():
             print(f"WARNING (not blocking): {warning}")
         return result
 
-    @task(outlets=[FEATURES])
+    @task(outlets=[FEATURES], max_active_tis_per_dag=1)
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 

@@ -25,6 +25,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
+from airloop_alerts import notify_retrain
 from airloop_dag_support import DAG_DEFAULTS, MONITOR_CRON, nightly
 
 TRAIN_DAG = "airloop_train"
@@ -70,6 +71,7 @@ def airloop_monitor():
         trigger_run_id="retrain__{{ ds }}",
         logical_date="{{ logical_date }}",
         skip_when_already_exists=True,
+        on_success_callback=notify_retrain,
         conf={
             "reason": "{{ " + RESULT + "['action'] }}",
             "cause": "{{ " + RESULT + "['causes'] | join(',') }}",

@@ -6,6 +6,9 @@ a corrected file or folder), trigger this DAG with the date. It re-ingests and r
 with the same code as `airloop_daily`; only if it passes does it leave quarantine, and then its
 features are materialized and it is scored. If it still fails, it stays quarantined and the task
 says why. The same from a shell: `airloop release --date <day> [--path FILE]`.
+
+**Triggering.** *Trigger* → *Single Run*, fill `date` (and `path` if the fixed batch is elsewhere).
+A date that is not in quarantine fails at once, without retries. Failures email `airloop_alert_emails`.
 """
 
 from __future__ import annotations
@@ -42,11 +45,16 @@ def airloop_release():
     def release(params: dict | None = None) -> dict:
         from pathlib import Path
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         from airloop.config import get_settings
         from airloop.quarantine import release_batch
 
         with fail_if_quarantined():
-            return release_batch(get_settings(), params["date"], Path(params["path"]) if params["path"] else None)
+            try:
+                return release_batch(get_settings(), params["date"], Path(params["path"]) if params["path"] else None)
+            except FileNotFoundError as exc:  # nothing to release there: a retry cannot help
+                raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[FEATURES])
     def materialize(released: dict) -> dict:

@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable
 
+from airloop_alerts import notify_dag_failure, notify_failure
+
 OWNER = "airloop"
 START_DATE = datetime(2026, 1, 1)
 # The daily interval is the calendar day of the batch (its run starts when the day ends); the
@@ -27,10 +29,12 @@ SCORES = Asset(name="airloop_scores", uri="file://airloop/lake/predictions")
 
 DEFAULT_ARGS = {
     "owner": OWNER,
-    "retries": 2,
+    "retries": int(os.environ.get("AIRLOOP_TASK_RETRIES", "2")),
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    # one email per final failure (SmtpNotifier, smtp_default), not one per retry
+    "on_failure_callback": notify_failure,
 }
 
 # What every airloop DAG shares: pass as ``@dag(**DAG_DEFAULTS, ...)``.
@@ -39,6 +43,8 @@ DAG_DEFAULTS = {
     "catchup": False,
     "max_active_runs": 1,
     "default_args": DEFAULT_ARGS,
+    # safety net: a task killed by the OS never runs its own callback; the failed run still alerts
+    "on_failure_callback": notify_dag_failure,
 }
 
 

@@ -32,9 +32,11 @@ def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
         dag.check_cycle()  # raises AirflowDagCycleException naming the cycle
         assert "airloop" in dag.tags, f"{dag_id}: add the 'airloop' tag"
         assert dag.doc_md, f"{dag_id}: give it a doc_md (module docstring)"
+        assert dag.on_failure_callback, f"{dag_id}: use DAG_DEFAULTS (its failure callback alerts on killed tasks)"
         for t in dag.tasks:
             assert t.owner == "airloop", f"{dag_id}.{t.task_id}: owner"
             assert t.retries >= 1, f"{dag_id}.{t.task_id}: set retries (DEFAULT_ARGS) so transient errors heal"
+            assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use DEFAULT_ARGS (failure alert email)"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])

@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from typing import Any
 
-from airloop.config import get_settings
+from airloop.config import PROJECT_DIR, get_settings
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -115,6 +115,21 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load_settings(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from airloop.airflow_settings import load_settings
+
+    progress = (lambda _: None) if args.json else print
+    try:
+        loaded = load_settings(Path(args.file), progress=progress)
+    except RuntimeError as exc:  # Airflow's own import refused it: its message, no traceback
+        print(f"airloop load-settings: {exc}", file=sys.stderr)
+        return 1
+    _emit(args, loaded, f"loaded {args.file} (connections, variables, pools; existing entries overwritten)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airloop", description="The closed ML loop on Airflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_features_env,
         "Print the env vars feature_repo/feature_store.yaml needs (for the feast CLI).",
     )
+
+    p = add(
+        "load-settings",
+        cmd_load_settings,
+        "Load airflow_settings.yaml (Astro format: connections, variables, pools) into Airflow; "
+        "${VAR} references are read from the environment. Idempotent.",
+    )
+    p.add_argument("--file", default=str(PROJECT_DIR / "airflow_settings.yaml"), help="default: %(default)s")
     return parser
 
 

@@ -1,0 +1,212 @@
+"""The operator's ways in, each with the real client against one live Airflow (api-server, scheduler with
+LocalExecutor, dag-processor) and a real SMTP server on loopback: settings loader, CLI backfill, REST API v2,
+alert emails (a quarantined batch, a task killed by the OS) and the UI's trigger form in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from live_airflow import LiveAirflow, SmtpInbox, body_text
+
+pytestmark = pytest.mark.slow
+
+START, DAYS = date(2026, 1, 1), 7
+LAST_DAY = (START + timedelta(days=DAYS - 1)).isoformat()
+BAD_DAY = "2026-01-08"  # a schema break: quarantined
+ALERTS_TO = "oncall@example.com"
+CHROMIUM = "/usr/bin/chromium"
+# screenshots of the browser test
+ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def inbox():
+    server = SmtpInbox()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, inbox):
+    """One live Airflow for the module, with the project's settings loaded by ``airloop load-settings``."""
+    from airloop.config import Settings
+    from airloop.simulate import Scenario, simulate
+
+    base = tmp_path_factory.mktemp("live")
+    env = {
+        "AIRLOOP_SMTP_PORT": str(inbox.port),
+        "AIRLOOP_ALERT_EMAILS": ALERTS_TO,
+        "AIRLOOP_TASK_RETRIES": "0",
+        "AIRLOOP_ROWS_PER_DAY": "300",
+        "AIRLOOP_CUSTOMERS": "1500",
+        "AIRLOOP_MIN_TRAIN_DAYS": "4",
+    }
+    t0 = time.monotonic()
+
+    def step(what: str) -> None:
+        print(f"[live airflow +{time.monotonic() - t0:5.1f} s] {what}", flush=True)
+
+    airflow = LiveAirflow(base, env)
+    settings = Settings(home=base / "airloop", rows_per_day=300, customers=1500)
+    simulate(START, DAYS + 1, settings, [Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}")])
+    # unpausing a nightly DAG (catchup off) also runs its latest interval: give it last night's batch
+    simulate(datetime.now(UTC).date() - timedelta(days=1), 1, settings, [])
+    step("simulated the batches")
+    airflow.migrate()
+    airflow.cli("airloop", "load-settings")
+    step("metadata DB migrated, settings loaded")
+    airflow.start()
+    try:
+        step(f"api-server answers on {airflow.url}")
+        airflow.wait_for_dags(["airloop_daily", "airloop_train", "airloop_release"])
+        step("DAGs parsed")
+        for dag_id in ("airloop_daily", "airloop_train", "airloop_release"):
+            airflow.unpause(dag_id)
+        airflow.settings = settings
+        yield airflow
+    finally:
+        airflow.stop()
+
+
+def _snapshot(live: LiveAirflow) -> dict:
+    conn = live.get("/api/v2/connections/smtp_default")
+    variables = {v["key"]: v["value"] for v in live.get("/api/v2/variables")["variables"]}
+    pools = {p["name"]: (p["slots"], p["description"]) for p in live.get("/api/v2/pools")["pools"]}
+    return {"connection": conn, "variables": variables, "pools": pools}
+
+
+def test_loading_airflow_settings_twice_gives_the_same_state(live, inbox):
+    first = _snapshot(live)
+    assert first["connection"]["port"] == inbox.port  # ${AIRLOOP_SMTP_PORT} came from the environment
+    assert json.loads(first["connection"]["extra"])["disable_tls"] == "true"
+    assert first["variables"]["airloop_alert_emails"] == ALERTS_TO
+    assert first["pools"]["feast_online_writes"][0] == 1
+    live.cli("airloop", "load-settings")
+    assert _snapshot(live) == first
+
+
+def test_cli_backfill_of_seven_days_gives_seven_runs_and_the_partitions(live):
+    out = live.cli(
+        "airflow", "backfill", "create", "--dag-id", "airloop_daily",
+        "--from-date", START.isoformat(), "--to-date", LAST_DAY,
+    )  # fmt: skip
+    assert "error" not in out.stdout.lower(), out.stdout
+
+    def backfill_runs() -> list[dict]:
+        runs = live.get("/api/v2/dags/airloop_daily/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
+        return [r for r in runs if r["run_type"] == "backfill"]
+
+    def finished() -> list[dict] | None:
+        runs = backfill_runs()
+        return runs if len(runs) == DAYS and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    runs = live.wait(finished, 900, "7 backfill runs to finish", every=5)
+    assert [r["state"] for r in runs] == ["success"] * DAYS, [(r["run_id"], r["state"]) for r in runs]
+    days = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
+    assert [r["logical_date"][:10] for r in runs] == days
+    # in order where order matters: the steps that write shared stores ran one at a time, oldest day first
+    for task_id in ("validate", "materialize"):
+        tis = [live.get(f"/api/v2/dags/airloop_daily/dagRuns/{r['dag_run_id']}/taskInstances/{task_id}") for r in runs]
+        assert all(a["end_date"] <= b["start_date"] for a, b in zip(tis, tis[1:], strict=False)), task_id
+    settings = live.settings
+    for ds in days:
+        assert (settings.partition("raw", ds) / "data.parquet").exists(), ds
+        assert (settings.partition("validated", ds) / "data.parquet").exists(), ds
+        assert (settings.features_dir / f"{ds}.parquet").exists(), ds
+    # a backfill of the daily chain trains nothing and promotes nothing; scoring waits for a champion
+    for r in runs:
+        assert live.task_states("airloop_daily", r["dag_run_id"])["score"] == "skipped"
+    assert not (settings.home / "mlflow").exists() or not list((settings.home / "mlflow").rglob("champion*"))
+
+
+def test_rest_api_triggers_a_run_with_conf_and_the_quarantine_email_arrives(live, inbox):
+    run = live.post(
+        "/api/v2/dags/airloop_daily/dagRuns",
+        {"logical_date": f"{BAD_DAY}T00:00:00Z", "conf": {"source": "local"}, "note": "REST API test"},
+    )
+    run_id = run["dag_run_id"]
+    assert run["conf"] == {"source": "local"}
+    assert live.wait_for_run("airloop_daily", run_id) == "failed"
+    states = live.task_states("airloop_daily", run_id)
+    assert states["ingest"] == "success" and states["validate"] == "failed"
+    assert states["materialize"] == "upstream_failed"
+
+    msg = inbox.wait_for(lambda m: "quarantined" in m["subject"] and BAD_DAY in m["subject"])
+    assert msg["to"] == ALERTS_TO
+    assert "airloop_daily" in msg["subject"] and "validate" in msg["subject"]
+    body = body_text(msg)
+    assert "blocking expectations failed" in body and "expect_" in body  # the failed GX expectations
+    link = f"{live.url}/dags/airloop_daily/runs/{run_id.replace(':', '%3A').replace('+', '%2B')}/tasks/validate"
+    assert link in body, body
+    log = live.get(f"/api/v2/dags/airloop_daily/dagRuns/{run_id}/taskInstances/validate/logs/1")
+    assert "quarantined" in json.dumps(log)
+
+
+def test_a_task_killed_by_the_os_still_sends_an_alert(live, inbox):
+    run = live.post("/api/v2/dags/airloop_train/dagRuns", {"logical_date": None, "conf": {"reason": "kill test"}})
+    run_id = run["dag_run_id"]
+
+    def running_pid() -> int | None:
+        ti = live.get(f"/api/v2/dags/airloop_train/dagRuns/{run_id}/taskInstances/train")
+        return ti["pid"] if ti["state"] == "running" and ti.get("pid") else None
+
+    pid = live.wait(running_pid, 180, "the train task to run", every=1)
+    os.kill(pid, signal.SIGKILL)  # what the OOM killer does
+    assert live.wait_for_run("airloop_train", run_id) == "failed"
+    msg = inbox.wait_for(lambda m: "airloop_train.train" in m["subject"], timeout=180)
+    assert "failed" in msg["subject"]
+    body = body_text(msg)
+    assert "killed by the OS" in body and "/dags/airloop_train/runs/" in body
+
+
+def test_ui_trigger_form_runs_training_with_params(live):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        message = f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    before = {r["dag_run_id"] for r in live.get("/api/v2/dags/airloop_train/dagRuns")["dag_runs"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-background-networking"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{live.url}/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "admin")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+        page.goto(f"{live.url}/dags/airloop_train")
+        page.get_by_test_id("trigger-dag-button").click()
+        expect(page.get_by_text("Run Parameters")).to_be_visible(timeout=30_000)
+        # the typed Params: a date picker, a number field, the free-text reason
+        page.fill("#element_end_date", LAST_DAY)
+        page.fill("input[name=element_window_days]", "6")
+        page.fill("#element_reason", "retrain by hand from the UI")
+        page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"), full_page=True)
+        page.get_by_test_id("trigger-dag-submit").click()
+        runs = live.wait(lambda: _new_runs(live, before), 60, "the UI to create the run", every=1)
+        run_id = runs[0]["dag_run_id"]
+        assert runs[0]["conf"]["end_date"] == LAST_DAY and runs[0]["conf"]["window_days"] == 6
+        assert runs[0]["conf"]["reason"] == "retrain by hand from the UI"
+        assert live.wait_for_run("airloop_train", run_id, timeout=900) == "success"
+        page.goto(f"{live.url}/dags/airloop_train/runs/{run_id}")
+        expect(page.get_by_text("success").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-run-succeeded.png"), full_page=True)
+        browser.close()
+    assert live.task_states("airloop_train", run_id) == {"train": "success", "gate": "success"}
+
+
+def _new_runs(live: LiveAirflow, before: set[str]) -> list[dict]:
+    return [r for r in live.get("/api/v2/dags/airloop_train/dagRuns")["dag_runs"] if r["dag_run_id"] not in before]
