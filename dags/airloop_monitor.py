@@ -83,8 +83,11 @@ def airloop_monitor():
 
     @task
     def alert_only(result: dict) -> None:
-        # issue 7 wires this line to an email notification
-        print(f"ALERT airloop monitor {result['ds']} ({result['action']}, no retrain): {result['reason']}")
+        from airloop_alerts import send_event
+
+        message = f"airloop monitor {result['ds']} ({result['action']}, no retrain): {result['reason']}"
+        print(f"ALERT {message}")
+        send_event("drift", f"monitor alert without retrain ({result['ds']})", message)
 
     result = check(collect_labels())
     decide(result) >> [trigger_retrain, alert_only(result), EmptyOperator(task_id="no_action")]

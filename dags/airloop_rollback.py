@@ -45,7 +45,11 @@ def airloop_rollback():
         to = params.get("to_version")
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{dag_run.run_id}"
         record = restore(get_settings(), params["reason"], str(to) if to else None, actor=actor)
-        print(f"Rolled back: champion is version {record['to_version']} (was {record['from_version']}): {record}")
+        message = f"champion is version {record['to_version']} (was {record['from_version']}): {record}"
+        print(f"Rolled back: {message}")
+        from airloop_alerts import send_event
+
+        send_event("rollback", f"rollback: version {record['to_version']} is champion again", message)
         return record
 
     rollback()

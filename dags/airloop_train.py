@@ -78,6 +78,11 @@ def airloop_train():
         actor = f"airflow:{dag_run.run_id}"
         decision = evaluate_gate(get_settings(), trained["version"], is_backfill=is_backfill, actor=actor)
         print(explain_decision(decision))
+        if decision["decision"] == "promoted":
+            from airloop_alerts import send_event
+
+            subject = f"version {decision['version']} promoted to champion (was {decision['champion_version']})"
+            send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 
     gate(train())

@@ -169,7 +169,7 @@ def _alerted(dag_id: str, run_id: str, task_id: str) -> bool:
 def notify_retrain(context: dict) -> None:
     """``on_success_callback`` of the monitor's ``trigger_retrain``: drift (or cold start) started a retrain."""
     ti = context["ti"]
-    result = ti.xcom_pull(task_ids="check_drift") or {}
+    result = ti.xcom_pull(task_ids="check") or {}
     ds = context.get("ds") or result.get("ds")
     action = result.get("action", "retrain")
     why = "no champion yet (cold start)" if action == "bootstrap" else "data drift"
@@ -180,5 +180,5 @@ def notify_retrain(context: dict) -> None:
         + (f"Share of drifted columns: {share:.2f}\n" if isinstance(share, int | float) else "")
         + "The promotion gate decides whether the new model replaces the champion.\n"
     )
-    link = log_url(ti.dag_id, ti.run_id, "check_drift")
+    link = log_url(ti.dag_id, ti.run_id, "check")
     send_event("retrain", f"{why} triggered a retrain ({ds})", body, link, context)
