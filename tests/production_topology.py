@@ -102,7 +102,7 @@ def mlflow_server_command(port: int) -> list[str]:
         "--workers",
         "1",
         "--backend-store-uri",
-        f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{MLFLOW_DB}",
+        f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{MLFLOW_DB}",
         "--artifacts-destination",
         f"s3://{MLFLOW_BUCKET}/artifacts",
     ]
@@ -239,9 +239,10 @@ class Topology:
         return self.processes[name]
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=True
-        )
+        done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
 
     def stop_all(self) -> None:
         for p in reversed(list(self.processes.values())):
