@@ -66,7 +66,7 @@ def production_env(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}/{AIRFLOW_DB}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
         # record which worker ran each task (celery_taskmeta.worker)
         "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": '{"result_extended": true}',
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
