@@ -38,6 +38,7 @@ TEST_ONLY_KEYS = {
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",  # the test triggers each simulated day itself
     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",  # two workers on one host need two ports
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    "AIRFLOW__API__WORKERS",  # one api-server process is plenty for one test client
 }
 
 
@@ -87,6 +88,10 @@ def production_env(
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": s3_url,
         "MLFLOW_S3_ENDPOINT_URL": s3_url,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # a tracking server that is down fails the call in seconds, and Airflow's retries take over
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",  # no job-runner processes beside the tracking server
     }
 
 
@@ -238,8 +243,18 @@ class Topology:
         self.processes[name] = Process(name, proc, log)
         return self.processes[name]
 
+    def restart(self, name: str, timeout: float = 240) -> None:
+        """Start a stopped process again with the same command line; wait until it answers (MLflow)."""
+        old = self.processes[name]
+        old.stop()
+        self.start(name, old.proc.args)
+        if name == "mlflow":
+            wait_http(f"{self.mlflow_url}/health", timeout, self.processes[name].proc, self.processes[name].log)
+
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
@@ -344,7 +359,8 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         secrets_=secrets_,
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AIRLOOP_", "AWS_"))}
-    topo.env = {**base, **profile, **(extra or {}), "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
+    tuning = {"AIRFLOW__API__WORKERS": "1", "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
+    topo.env = {**base, **profile, **tuning, **(extra or {})}
     topo.profile = profile  # type: ignore[attr-defined]
     try:
         s3 = topo.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])

