@@ -36,7 +36,6 @@ TEST_ONLY_KEYS = {
     "AIRFLOW__CORE__DAGS_FOLDER",  # image: /opt/airloop/dags
     "AIRFLOW__CORE__PLUGINS_FOLDER",
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",  # the test triggers each simulated day itself
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",  # two workers on one host need two ports
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
     "AIRFLOW__API__WORKERS",  # one api-server process is plenty for one test client
 }
@@ -172,8 +171,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (from /proc), deepest last."""
+def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -181,7 +179,12 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc)."""
+    children, out, todo = _children(), [], [pid]
     while todo:
         kids = children.get(todo.pop(0), [])
         out += kids
@@ -189,13 +192,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def running_a_task(worker_pid: int) -> bool:
+    """A celery worker is running a task when one of its pool processes has a child (the task's supervisor fork)."""
+    children = _children()
+    return any(children.get(pool) for pool in children.get(worker_pid, []))
+
+
 @dataclass
 class Process:
     name: str
     proc: subprocess.Popen
     log: Path
+    down_on_purpose: bool = False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        self.down_on_purpose = True
         if self.proc.poll() is not None:
             return
         try:
@@ -209,6 +220,7 @@ class Process:
 
     def kill_hard(self) -> None:
         """SIGKILL the process and everything below it at once: a host or container dying."""
+        self.down_on_purpose = True
         victims = [self.proc.pid, *descendants(self.proc.pid)]
         for pid in victims:
             try:
@@ -260,8 +272,20 @@ class Topology:
         return done
 
     def stop_all(self) -> None:
-        for p in reversed(list(self.processes.values())):
-            p.stop()
+        """SIGTERM every process group at once, then SIGKILL what is still there after 30 s."""
+        for p in self.processes.values():
+            if p.proc.poll() is None:
+                try:
+                    os.killpg(p.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 30
+        for p in self.processes.values():
+            try:
+                p.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            p.stop(signal.SIGKILL, 10)
 
     # REST API v2 (the same calls as the UI makes)
     def _headers(self) -> dict[str, str]:
@@ -304,7 +328,7 @@ class Topology:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{dag_id} {run_id} still {state} after {timeout} s\n{self.diagnose()}")
             for p in self.processes.values():
-                if p.proc.poll() is not None and not p.name.startswith("worker"):
+                if p.proc.poll() is not None and not p.down_on_purpose:
                     raise RuntimeError(f"{p.name} exited with {p.proc.returncode}\n{p.log.read_text()[-3000:]}")
             time.sleep(2)
         return state
@@ -387,8 +411,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         for i in (1, 2):
             topo.start(
                 f"worker{i}",
-                [str(BIN / "airflow"), "celery", "worker", "-H", f"worker{i}@%h"],
-                {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+                [str(BIN / "airflow"), "celery", "worker", "-H", f"worker{i}@%h", "--skip-serve-logs"],
             )
         wait_http(f"{topo.api_url}/api/v2/monitor/health", 180, api.proc, api.log)
         wait_http(f"{topo.mlflow_url}/health", 180, mlflow.proc, mlflow.log)

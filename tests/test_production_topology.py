@@ -26,9 +26,9 @@ from production_topology import (
     PG_PORT,
     REDIS_HOST,
     REDIS_PORT,
-    descendants,
     query,
     require_service,
+    running_a_task,
     start_topology,
     worker_of_tasks,
 )
@@ -233,9 +233,7 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topolo
         assert time.monotonic() < deadline, "train never started"
         ti = topology.task_instances(TRAIN, run_id).get("train", {})
         if ti.get("state") == "running":
-            busy = [
-                p for n, p in topology.processes.items() if n.startswith("worker") and len(descendants(p.proc.pid)) >= 2
-            ]
+            busy = [p for n, p in topology.processes.items() if n.startswith("worker") and running_a_task(p.proc.pid)]
             if len(busy) == 1:
                 victim = busy[0]
         time.sleep(0.5)
