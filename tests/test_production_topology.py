@@ -238,8 +238,9 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topolo
     from airloop.registry import version_by_alias
 
     champion_before = version_by_alias(settings, "champion").version
+    # its own logical date (one run per DAG and date); the data window still ends on LAST_DAY
     run_id = topology.trigger(
-        TRAIN, LAST_DAY, conf={"reason": "fault_test", "end_date": LAST_DAY, "is_backfill": True}, run_id="it__kill"
+        TRAIN, "2026-01-07", conf={"reason": "fault_test", "end_date": LAST_DAY, "is_backfill": True}, run_id="it__kill"
     )
     deadline = time.monotonic() + 300
     victim = None
