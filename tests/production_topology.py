@@ -50,6 +50,7 @@ def production_env(
     s3_url: str,
     passwords_file: Path,
     secrets_: dict[str, str],
+    online_redis_port: int = REDIS_PORT,
 ) -> dict[str, str]:
     """The production profile as environment variables (Airflow's ``AIRFLOW__*`` and airloop's ``AIRLOOP_*``)."""
     pg = f"postgres@{PG_HOST}:{PG_PORT}"
@@ -79,7 +80,7 @@ def production_env(
         "AIRLOOP_HOME": str(home),
         "AIRLOOP_MLFLOW_TRACKING_URI": mlflow_url,
         "AIRLOOP_ONLINE_STORE": "redis",
-        "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{REDIS_PORT},db={ONLINE_DB}",
+        "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{online_redis_port},db={ONLINE_DB}",
         "AIRLOOP_SOURCE": "s3",
         "AIRLOOP_S3_BUCKET": LANDING_BUCKET,
         "AWS_ACCESS_KEY_ID": secrets_["aws_access_key_id"],
@@ -182,6 +183,14 @@ def _children() -> dict[int, list[int]]:
     return children
 
 
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while require_service("127.0.0.1", port, "") is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def descendants(pid: int) -> list[int]:
     """All processes below ``pid`` (from /proc)."""
     children, out, todo = _children(), [], [pid]
@@ -238,6 +247,7 @@ class Topology:
     mlflow_url: str
     s3_url: str
     password: str
+    online_redis_port: int
     processes: dict[str, Process] = field(default_factory=dict)
     _token: str | None = None
 
@@ -256,12 +266,14 @@ class Topology:
         return self.processes[name]
 
     def restart(self, name: str, timeout: float = 240) -> None:
-        """Start a stopped process again with the same command line; wait until it answers (MLflow)."""
+        """Start a stopped process again with the same command line; wait until it answers."""
         old = self.processes[name]
         old.stop()
         self.start(name, old.proc.args)
         if name == "mlflow":
             wait_http(f"{self.mlflow_url}/health", timeout, self.processes[name].proc, self.processes[name].log)
+        if name == "redis-online":
+            wait_port(self.online_redis_port, timeout)
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         done = subprocess.run(
@@ -351,10 +363,9 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
 
     for db in (AIRFLOW_DB, MLFLOW_DB):
         recreate_database(db)
-    for db in (BROKER_DB, ONLINE_DB):
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+    redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB).flushdb()
 
-    api_port, mlflow_port, s3_port = free_port(), free_port(), free_port()
+    api_port, mlflow_port, s3_port, online_port = free_port(), free_port(), free_port(), free_port()
     password = secrets.token_urlsafe(12)
     passwords_file = workdir / "passwords.json"
     passwords_file.write_text(json.dumps({"admin": password}))
@@ -372,6 +383,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         mlflow_url=f"http://127.0.0.1:{mlflow_port}",
         s3_url=f"http://127.0.0.1:{s3_port}",
         password=password,
+        online_redis_port=online_port,
     )
     profile = production_env(
         home=workdir / "airloop",
@@ -381,12 +393,22 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         s3_url=topo.s3_url,
         passwords_file=passwords_file,
         secrets_=secrets_,
+        online_redis_port=online_port,
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AIRLOOP_", "AWS_"))}
     tuning = {"AIRFLOW__API__WORKERS": "1", "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
     topo.env = {**base, **profile, **tuning, **(extra or {})}
     topo.profile = profile  # type: ignore[attr-defined]
     try:
+        # the Feast online store gets a Redis server of its own, so a fault test can stop it without touching
+        # the machine's shared Redis (the broker); append-only, so a restart brings its data back
+        (workdir / "redis-online").mkdir()
+        topo.start(
+            "redis-online",
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(online_port), "--save", "", "--appendonly", "yes"]
+            + ["--dir", str(workdir / "redis-online")],
+        )
+        wait_port(online_port, 30)
         s3 = topo.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
         wait_http(topo.s3_url, 60, s3.proc, s3.log)
         client = boto3.client(

@@ -132,12 +132,12 @@ def test_bad_batch_is_quarantined_and_nothing_downstream_runs(lifecycle, setting
     assert states["materialize"] == states["score"] == "upstream_failed"
 
 
-def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings):
+def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topology):
     import redis
 
     from airloop.features import online_features
 
-    assert redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=ONLINE_DB).dbsize() > 0
+    assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB).dbsize() > 0
     batch = pd.read_parquet(settings.partition("validated", LAST_DAY) / DATA_FILE)
     row = batch.iloc[0]
     online = online_features(settings, [int(row["customer_id"])]).iloc[0]
@@ -231,6 +231,46 @@ def test_mlflow_server_down_during_training_retries_then_fails_clearly(lifecycle
     assert c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.airflow_run_id` = '{run_id}'") == []
     assert len(c.search_model_versions(f"name='{settings.model_name}'")) == versions_before
     assert version_by_alias(settings, "champion").version == champion_before
+
+
+def _online_state(r) -> dict:
+    return {key: r.hgetall(key) if r.type(key) == b"hash" else r.dump(key) for key in r.scan_iter()}
+
+
+def test_redis_down_during_materialization_retries_then_fails_and_the_online_store_is_intact(
+    lifecycle, topology, settings
+):
+    """The online store's Redis stopped: the next day's ``materialize`` is tried 1 + 2 times, the run fails with
+    the cause in the log, ``score`` does not run, and after Redis is back every online value is as before."""
+    import boto3
+    import redis
+
+    from airloop.simulate import simulate
+
+    next_day = "2026-01-07"
+    for path in simulate(date.fromisoformat(next_day), 1, settings):
+        for file in sorted(path.glob("*.*")) if path.is_dir() else [path]:
+            boto3.client("s3").upload_file(str(file), LANDING_BUCKET, f"landing/ds={next_day}/{file.name}")
+    online = redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB)
+    before = _online_state(online)
+    assert before
+    topology.processes["redis-online"].stop()
+    try:
+        run_id = topology.trigger(DAILY, next_day, run_id="it__redis_down")
+        assert topology.wait_run(DAILY, run_id, timeout=900) == "failed"
+        tis = topology.task_instances(DAILY, run_id)
+        assert tis["validate"]["state"] == "success"
+        assert tis["materialize"]["state"] == "failed" and tis["materialize"]["try_number"] == 3, tis["materialize"]
+        assert tis["score"]["state"] == "upstream_failed"
+        log = (
+            Path(topology.env["AIRFLOW_HOME"])
+            / f"logs/dag_id={DAILY}/run_id={run_id}/task_id=materialize/attempt=3.log"
+        ).read_text()
+        assert str(topology.online_redis_port) in log and "Connection refused" in log, log[-2000:]
+    finally:
+        topology.restart("redis-online")
+    assert _online_state(online) == before
+    assert not settings.partition("predictions", next_day).exists()
 
 
 def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topology, settings):
