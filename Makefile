@@ -21,7 +21,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint bench settings airflow mlflow-ui status clean
+.PHONY: install demo test test-fast test-production lint bench settings airflow mlflow-ui status clean
 
 install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
 
@@ -45,6 +45,9 @@ test: install  ## lint + the full test suite, slow end-to-end tests included (CI
 
 test-fast: install  ## skip the slow end-to-end tests
 	@pytest -m "not slow" $(PYTEST_ARGS)
+
+test-production: install  ## the production topology, live (PostgreSQL + Redis on 127.0.0.1) + compose/Dockerfile checks
+	@pytest -s $(PYTEST_ARGS) tests/test_production_compose.py tests/test_production_topology.py
 
 lint: install
 	@ruff check . && ruff format --check .

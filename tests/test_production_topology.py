@@ -1,0 +1,317 @@
+"""Live production topology: the lifecycle over several days through PostgreSQL, Celery workers, MLflow server,
+Redis and S3, driven through the REST API as an operator (or the scheduler) would; then a worker killed mid-task.
+
+Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379: it fails when CI=true and one is missing,
+and skips elsewhere. Everything else (S3 endpoint, MLflow server, Airflow components) it starts itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from airloop.storage import DATA_FILE
+from production_topology import (
+    LANDING_BUCKET,
+    MLFLOW_BUCKET,
+    MLFLOW_DB,
+    ONLINE_DB,
+    PG_HOST,
+    PG_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    query,
+    require_service,
+    running_a_task,
+    start_topology,
+    worker_of_tasks,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+# day 3: first champion (cold start); day 4: bad batch; day 5: covariate shift -> one retrain; day 6: cool-down
+START, DAYS = date(2026, 1, 1), 6
+BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-04", "2026-01-05", "2026-01-06"
+DAILY, MONITOR, TRAIN = "airloop_daily", "airloop_monitor", "airloop_train"
+# a shorter history than the embedded test: a 1-day holdout lets the first champion train on day 3
+SHORT_HISTORY = {
+    "AIRLOOP_HOLDOUT_DAYS": "1",
+    "AIRLOOP_MIN_TRAIN_DAYS": "3",
+    "AIRLOOP_RETRAIN_COOLDOWN_DAYS": "2",
+    "AIRLOOP_ROWS_PER_DAY": "400",
+    "AIRLOOP_CUSTOMERS": "2000",
+}
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory):
+    for host, port, what in ((PG_HOST, PG_PORT, "PostgreSQL"), (REDIS_HOST, REDIS_PORT, "Redis")):
+        if reason := require_service(host, port, what):
+            if os.environ.get("CI"):
+                pytest.fail(reason)
+            pytest.skip(reason)
+    topo = start_topology(tmp_path_factory.mktemp("prod"), SHORT_HISTORY)
+    yield topo
+    topo.stop_all()
+
+
+@pytest.fixture(scope="module")
+def settings(topology):
+    """airloop settings of the topology, for the test process to read what the workers wrote."""
+    from airloop.config import get_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in topology.env.items():
+            if key.startswith(("AIRLOOP_", "AWS_", "MLFLOW_S3")):
+                mp.setenv(key, value)
+        yield get_settings()
+
+
+@pytest.fixture(scope="module")
+def lifecycle(topology, settings):
+    """Simulate the days, put the batches on S3, then per day: daily → monitor → any triggered training."""
+    import boto3
+
+    from airloop.simulate import Scenario, simulate
+
+    scenarios = [Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"), Scenario.parse(f"covariate_shift@{SHIFT_DAY}")]
+    simulate(START, DAYS, settings, scenarios)
+    s3 = boto3.client("s3")
+    for path in sorted(settings.landing_dir.rglob("*.*")):
+        s3.upload_file(str(path), LANDING_BUCKET, f"landing/{path.parent.name}/{path.name}")
+        path.unlink()  # the workers must read S3, not the local landing folder
+
+    started = time.monotonic()
+    topology.wait_dags([DAILY, MONITOR, TRAIN, "airloop_release"])
+    log, seen_train = {}, set()
+    for i in range(DAYS):
+        ds = (START + timedelta(days=i)).isoformat()
+        entry = {"ds": ds}
+        for dag_id in (DAILY, MONITOR):
+            run_id = topology.trigger(dag_id, ds, run_id=f"it__{ds}")
+            entry[dag_id] = topology.wait_run(dag_id, run_id)
+            entry[f"{dag_id}_run"] = run_id
+        entry[TRAIN] = []
+        for run in topology.runs(TRAIN):
+            if run["dag_run_id"] not in seen_train:
+                seen_train.add(run["dag_run_id"])
+                state = topology.wait_run(TRAIN, run["dag_run_id"])
+                entry[TRAIN].append({"run_id": run["dag_run_id"], "conf": run["conf"], "state": state})
+        print(json.dumps(entry), flush=True)
+        log[ds] = entry
+    elapsed = time.monotonic() - started
+    print(f"lifecycle: {DAYS} days in {elapsed:.0f} s on the production topology", flush=True)
+    return log
+
+
+def test_good_days_flow_from_s3_to_features(lifecycle, settings):
+    for ds in ["2026-01-01", "2026-01-03", LAST_DAY]:
+        assert lifecycle[ds][DAILY] == "success", lifecycle[ds]
+        ingest = json.loads((settings.partition("raw", ds) / "_ingest.json").read_text())
+        assert ingest["sources"] and all(
+            s.startswith(f"s3://{LANDING_BUCKET}/landing/ds={ds}/") for s in ingest["sources"]
+        )
+        result = json.loads((settings.partition("validated", ds) / "validation.json").read_text())
+        assert result["success"] is True and result["failed"] == []
+        assert (settings.features_dir / f"{ds}.parquet").exists()
+
+
+def test_bad_batch_is_quarantined_and_nothing_downstream_runs(lifecycle, settings, topology):
+    assert lifecycle[BAD_DAY][DAILY] == "failed"
+    assert "monthly_charges" in (settings.partition("quarantine", BAD_DAY) / "REASON.txt").read_text()
+    assert not settings.partition("validated", BAD_DAY).exists()
+    assert not settings.partition("predictions", BAD_DAY).exists()
+    states = {t: ti["state"] for t, ti in topology.task_instances(DAILY, lifecycle[BAD_DAY][f"{DAILY}_run"]).items()}
+    assert states["validate"] == "failed"
+    assert states["materialize"] == states["score"] == "upstream_failed"
+
+
+def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topology):
+    import redis
+
+    from airloop.features import online_features
+
+    assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB).dbsize() > 0
+    batch = pd.read_parquet(settings.partition("validated", LAST_DAY) / DATA_FILE)
+    row = batch.iloc[0]
+    online = online_features(settings, [int(row["customer_id"])]).iloc[0]
+    assert online["monthly_charges"] == pytest.approx(row["monthly_charges"])
+    assert online["plan"] == row["plan"]
+
+
+def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, settings):
+    import boto3
+
+    from airloop.registry import version_by_alias
+
+    champion = version_by_alias(settings, "champion")
+    assert champion is not None and champion.tags["airloop.gate.decision"] == "promoted"
+    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    assert set(preds["model_version"]) == {str(champion.version)}
+    assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
+    # the registry is in PostgreSQL, the model files in the S3 bucket behind the server's artifact proxy
+    assert (settings.model_name,) in query(MLFLOW_DB, "SELECT name FROM registered_models")
+    keys = [
+        o["Key"]
+        for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=MLFLOW_BUCKET)
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.endswith("/MLmodel") for k in keys), keys[:20]
+    assert any(k.endswith("model.skops") or k.endswith("model.pkl") for k in keys), keys[:20]
+
+
+def test_drift_retrains_once_and_the_cooldown_holds(lifecycle, settings):
+    from airloop.status import collect_status
+
+    status = collect_status(settings)
+    events = {e["ds"]: e for e in status["drift_events"]}
+    assert events[SHIFT_DAY]["action"] == "retrain"
+    assert all(ds >= SHIFT_DAY for ds in events), f"drift reported before the shift: {sorted(events)}"
+    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    assert [r["trigger_ds"] for r in retrains] == [SHIFT_DAY]
+    assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
+    assert [(t["conf"]["reason"], t["state"]) for t in lifecycle[SHIFT_DAY][TRAIN]] == [("retrain", "success")]
+    assert events[LAST_DAY]["action"] == "cooldown"
+    bootstraps = [t for e in lifecycle.values() for t in e[TRAIN] if t["conf"]["reason"] == "bootstrap"]
+    assert [t["state"] for t in bootstraps] == ["success"]
+
+
+def test_tasks_ran_on_both_celery_workers(lifecycle):
+    workers = worker_of_tasks()
+    assert len(workers) >= 30, "celery_taskmeta should hold one row per executed task"
+    names = {w.split("@")[0] for w in workers.values()}
+    assert names == {"worker1", "worker2"}, names
+
+
+def test_no_secret_reaches_a_log(lifecycle, topology):
+    """The UI password comes from a file (never generated, never logged); no other secret is logged either."""
+    secrets = [topology.password] + [
+        topology.env[k] for k in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AWS_SECRET_ACCESS_KEY")
+    ]
+    logs = [*(topology.workdir / "logs").glob("*.log"), *Path(topology.env["AIRFLOW_HOME"]).rglob("*.log")]
+    assert len(logs) > 20
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert not any(s in text for s in secrets), f"a secret is written to {path}"
+        assert "Password for user" not in text, f"{path}: the simple auth manager generated and logged a password"
+
+
+def test_mlflow_server_down_during_training_retries_then_fails_clearly(lifecycle, topology, settings):
+    """MLflow stopped: ``train`` is tried 1 + 2 retries, the run fails with the cause in the log, nothing is
+    registered, and the champion stays. The server is started again afterwards."""
+    from airloop.registry import client, version_by_alias
+
+    champion_before = version_by_alias(settings, "champion").version
+    versions_before = len(client(settings).search_model_versions(f"name='{settings.model_name}'"))
+    mlflow = topology.processes["mlflow"]
+    mlflow.stop()
+    try:
+        run_id = topology.trigger(
+            TRAIN, LAST_DAY, conf={"reason": "fault_mlflow", "is_backfill": True}, run_id="it__mlflow_down"
+        )
+        assert topology.wait_run(TRAIN, run_id, timeout=900) == "failed"
+        tis = topology.task_instances(TRAIN, run_id)
+        assert tis["train"]["state"] == "failed" and tis["train"]["try_number"] == 3, tis["train"]
+        assert tis["gate"]["state"] == "upstream_failed"
+        log = (
+            Path(topology.env["AIRFLOW_HOME"]) / f"logs/dag_id={TRAIN}/run_id={run_id}/task_id=train/attempt=3.log"
+        ).read_text()
+        port = topology.mlflow_url.rsplit(":", 1)[1]
+        assert f"port={port}" in log and "Connection refused" in log, log[-2000:]
+    finally:
+        topology.restart("mlflow")
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment_name)
+    assert c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.airflow_run_id` = '{run_id}'") == []
+    assert len(c.search_model_versions(f"name='{settings.model_name}'")) == versions_before
+    assert version_by_alias(settings, "champion").version == champion_before
+
+
+def _online_state(r) -> dict:
+    return {key: r.hgetall(key) if r.type(key) == b"hash" else r.dump(key) for key in r.scan_iter()}
+
+
+def test_redis_down_during_materialization_retries_then_fails_and_the_online_store_is_intact(
+    lifecycle, topology, settings
+):
+    """The online store's Redis stopped: the next day's ``materialize`` is tried 1 + 2 times, the run fails with
+    the cause in the log, ``score`` does not run, and after Redis is back every online value is as before."""
+    import boto3
+    import redis
+
+    from airloop.simulate import simulate
+
+    next_day = "2026-01-07"
+    for path in simulate(date.fromisoformat(next_day), 1, settings):
+        for file in sorted(path.glob("*.*")) if path.is_dir() else [path]:
+            boto3.client("s3").upload_file(str(file), LANDING_BUCKET, f"landing/ds={next_day}/{file.name}")
+    online = redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB)
+    before = _online_state(online)
+    assert before
+    topology.processes["redis-online"].stop()
+    try:
+        run_id = topology.trigger(DAILY, next_day, run_id="it__redis_down")
+        assert topology.wait_run(DAILY, run_id, timeout=900) == "failed"
+        tis = topology.task_instances(DAILY, run_id)
+        assert tis["validate"]["state"] == "success"
+        assert tis["materialize"]["state"] == "failed" and tis["materialize"]["try_number"] == 3, tis["materialize"]
+        assert tis["score"]["state"] == "upstream_failed"
+        log = (
+            Path(topology.env["AIRFLOW_HOME"])
+            / f"logs/dag_id={DAILY}/run_id={run_id}/task_id=materialize/attempt=3.log"
+        ).read_text()
+        assert str(topology.online_redis_port) in log and "Connection refused" in log, log[-2000:]
+    finally:
+        topology.restart("redis-online")
+    assert _online_state(online) == before
+    assert not settings.partition("predictions", next_day).exists()
+
+
+def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topology, settings):
+    """Runs last (it leaves one worker): SIGKILL the worker running ``train``; the task is retried on the other."""
+    from airloop.registry import version_by_alias
+
+    champion_before = version_by_alias(settings, "champion").version
+    # its own logical date (one run per DAG and date); the data window still ends on LAST_DAY
+    run_id = topology.trigger(
+        TRAIN, "2026-01-07", conf={"reason": "fault_test", "end_date": LAST_DAY, "is_backfill": True}, run_id="it__kill"
+    )
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline, "train never started"
+        ti = topology.task_instances(TRAIN, run_id).get("train", {})
+        if ti.get("state") == "running":
+            busy = [p for n, p in topology.processes.items() if n.startswith("worker") and running_a_task(p.proc.pid)]
+            if len(busy) == 1:
+                victim = busy[0]
+        time.sleep(0.5)
+    time.sleep(3)  # well inside the task (imports, Feast retrieval)
+    victim.kill_hard()
+    survivor = "worker2" if victim.name == "worker1" else "worker1"
+
+    assert topology.wait_run(TRAIN, run_id, timeout=600) == "success"
+    tis = topology.task_instances(TRAIN, run_id)
+    assert tis["train"]["try_number"] == 2, tis["train"]
+    assert worker_of_tasks(TRAIN)[(TRAIN, run_id, "train")].startswith(f"{survivor}@")
+    # the retry's output is complete and correct: one finished MLflow run, one registered version with its
+    # gate decision (not promoted: a backfill), nothing registered from the killed try, the champion untouched
+    from airloop.registry import client
+
+    assert tis["gate"]["state"] == "success"
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment_name)
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.airflow_run_id` = '{run_id}'")
+    finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in runs]
+    run_ids = {r.info.run_id for r in runs}
+    versions = [v for v in c.search_model_versions(f"name='{settings.model_name}'") if v.run_id in run_ids]
+    assert [v.run_id for v in versions] == finished
+    assert versions[0].tags["airloop.gate.decision"] == "refused"
+    assert version_by_alias(settings, "champion").version == champion_before
