@@ -155,3 +155,12 @@ def test_dockerfile_passes_hadolint_and_follows_the_rules():
     users = [line for line in lines if line.startswith("USER ")]
     assert users and users[-1] != "USER root" and users[-1] != "USER 0"
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
+
+
+def test_a_tracking_server_keeps_its_own_artifact_store(settings, monkeypatch):
+    """Embedded: artifacts under AIRLOOP_HOME; with a tracking server, the server's --artifacts-destination decides."""
+    from airloop.config import get_settings
+
+    assert settings.artifact_location == (settings.home / "mlflow" / "artifacts").as_uri()
+    monkeypatch.setenv("AIRLOOP_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert get_settings().artifact_location is None
