@@ -76,7 +76,7 @@ def drift_preset(settings: Settings, columns: list[str] | None = None) -> Any:
 
 def sample_rows(settings: Settings, df: Any) -> Any:
     """At most ``drift_sample_rows`` rows of ``df`` (seeded): Evidently's drift preset computes each
-    column's test three times and renders its plots, ~160 s for 1 M x 20 columns on 2 cores; on a
+    column's test three times and renders its plots: 69-177 s for 1 M x 20 columns on 2 cores; on a
     100 k sample its decision matched the full run's (bench/drift.py)."""
     n = settings.drift_sample_rows
     return df.sample(n, random_state=settings.seed) if n and len(df) > n else df
