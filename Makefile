@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); $$UV sync --frozen --python 3.11 --quiet
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); $$UV sync --frozen --python 3.11 --quiet --compile-bytecode
 	@touch $@
 
 $(ROOT)/.airloop-passwords.json:
@@ -49,10 +49,8 @@ test-fast: install  ## skip the slow end-to-end tests
 lint: install
 	@ruff check . && ruff format --check .
 
-bench: install  ## benchmarks (figures and ratios against a baseline measured in the same run)
-	@python bench/parse_time.py
-	@python bench/validation_throughput.py
-	@python bench/feast_online.py
+bench: install  ## all benchmarks, figures and ratios against same-run baselines, written to BENCHMARKS.md
+	@python bench/run_all.py $(BENCH_ARGS)
 
 settings: install  ## load airflow_settings.yaml (connections, variables, pools) into Airflow; idempotent
 	@mkdir -p "$(AIRFLOW_HOME)" && airflow db migrate >/dev/null

@@ -3,9 +3,13 @@
 
 Builds a point-in-time-correct training set from Feast for the validated days in the window,
 trains a scikit-learn model, logs it to MLflow and registers it with alias `challenger`.
-The gate then scores challenger and champion on the same held-out days: the challenger takes
-alias `champion` only if it is at least as good (the first model: if it passes the floor).
-The decision is written on the model version as tags. Backfill runs never promote.
+The gate then scores challenger and champion on the same rows (the frozen holdout plus labelled
+days after the training window): the challenger takes alias `champion` only if every configured
+rule passes — floor, minimum evaluation rows, non-inferiority by a paired-bootstrap confidence
+interval, per-slice floors, size/latency budget, and a passing validation of every training day
+(the first model needs no comparison). The decision, its evidence and a model card are recorded
+on the model version; the task log says which rule decided. Backfill runs never promote.
+To undo a promotion, trigger `airloop_rollback`.
 
 Triggered by `airloop_monitor` (drift or cold start, with the reason in the run's conf) or by hand.
 """
@@ -68,12 +72,21 @@ def airloop_train():
     @task
     def gate(trained: dict, dag_run=None) -> dict:
         from airloop.config import get_settings
-        from airloop.promote import evaluate_gate
+        from airloop.promote import evaluate_gate, explain_decision
 
         is_backfill = dag_run.run_type == "backfill" or bool(dag_run.conf.get("is_backfill"))
-        decision = evaluate_gate(get_settings(), trained["version"], is_backfill=is_backfill)
-        print(f"Gate: version {decision['version']} {decision['decision']}: {decision['reason']}")
-        return {k: decision[k] for k in ("version", "decision", "reason", "champion_version")}
+        actor = f"airflow:{dag_run.run_id}"
+        settings = get_settings()
+        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)
+        print(explain_decision(decision))
+        if decision["decision"] in ("promoted", "forced"):
+            from airloop_alerts import send_event
+
+            subject = (
+                f"{settings.model_name} version {decision['version']} is the new champion ({decision['decision']})"
+            )
+            send_event("promotion", subject, explain_decision(decision))
+        return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 
     gate(train())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -101,6 +102,20 @@ def _line(entry: dict) -> str:
     return " | ".join(parts)
 
 
+def stage_seconds() -> dict[str, float]:
+    """Total run time of each ``dag.task`` over all runs in the metadata DB, slowest first."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func
+
+    with create_session() as session:
+        rows = session.query(TaskInstance.dag_id, TaskInstance.task_id, func.sum(TaskInstance.duration)).group_by(
+            TaskInstance.dag_id, TaskInstance.task_id
+        )
+        totals = {f"{d}.{t}": float(s or 0.0) for d, t, s in rows}
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
 def main(argv: list[str] | None = None) -> Path:
     """``make demo``: simulate, run every day through Airflow, print the summary, write it as JSON."""
     import argparse
@@ -131,12 +146,17 @@ def main(argv: list[str] | None = None) -> Path:
     settings = get_settings()
     simulate(start, args.days, settings, scenarios)
     print(f"Simulated {args.days} landing batches from {start} with {[s.name for s in scenarios]}", flush=True)
+    t0 = time.perf_counter()
     days = run_days(start, args.days)
     status = collect_status(settings)
     status["demo_days"] = days
+    status["wall_seconds"] = time.perf_counter() - t0
+    status["stage_seconds"] = stage_seconds()
     path = settings.home / "demo_summary.json"
     path.write_text(json.dumps(status, indent=2, default=str) + "\n")
     print(render_status(status))
+    top = ", ".join(f"{k} {v:.0f} s" for k, v in list(status["stage_seconds"].items())[:5])
+    print(f"Ran {args.days} days in {status['wall_seconds']:.0f} s; slowest tasks (total): {top}")
     print(
         "Browse it: 'make airflow' (Airflow UI, http://127.0.0.1:8080, admin/admin) and 'make mlflow-ui' "
         "(MLflow UI, http://127.0.0.1:5000) on this same state. Summary JSON:"

@@ -48,3 +48,32 @@ def test_feast_online_bench_runs(monkeypatch):
     monkeypatch.setenv("AIRLOOP_HOME", "unused")  # the bench makes its own
     result = feast_online.main(["--rows", "2000", "--lookups", "5"])
     assert result["feast_redis_rps"] > 0 and result["lookup_100_p99_ms"] > 0
+
+
+def test_stage_scaling_and_orchestration_benches_run():
+    import orchestration
+    import run_all
+    import stages
+
+    st = stages.main(["--sizes", "3000"])
+    for stage in stages.STAGES:
+        assert st["stages"][stage][3000]["seconds"] > 0 and st["stages"][stage][3000]["rows"] == 3000
+    assert st["stages"]["score"][3000]["bare_predict_s"] > 0
+    assert stages.exponent([10, 100, 1000], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
+    orch = orchestration.main(["--rows", "1500", "--repeat", "1"])
+    assert orch["plain_s"] > 0 and orch["airflow_s"] > 0
+    md = run_all.render(
+        {
+            "parse": {"baseline": 1.0, "dagbag": 1.0, "airloop_daily.py": 0.2},
+            "validation": {"rows": 10, "gx_s": 1.0, "pandas_s": 0.5, "ratio": 2.0},
+            "feast": {},
+            "stages": st,
+            "orchestration": orch,
+            "demo": {"days": 1, "wall_s": 1.0, "stage_seconds": {"airloop_daily.score": 1.0}},
+        },
+        (1.0, 1.0, 1.0),
+        (1.0, 1.0, 1.0),
+        60.0,
+        "python bench/run_all.py",
+    )
+    assert "| score, 3,000 rows |" in md and "nightly cycle via Airflow" in md

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 HEAVY = ["great_expectations", "mlflow", "feast", "evidently", "sklearn"]
-EXPECTED = {"airloop_daily", "airloop_monitor", "airloop_release", "airloop_train"}
+EXPECTED = {"airloop_daily", "airloop_monitor", "airloop_release", "airloop_rollback", "airloop_train"}
 
 
 @pytest.fixture(scope="module")

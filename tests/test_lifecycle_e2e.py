@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import pandas as pd
@@ -91,7 +92,9 @@ def test_champion_exists_and_predictions_carry_its_version(lifecycle):
     preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
-    assert set(preds["feature_source"]) == {"online"}  # the newest day reads the online store
+    # the newest day's online store agrees with the offline features scoring read (skew sample)
+    skew = json.loads((settings.monitoring_dir / "skew" / f"ds={LAST_DAY}.json").read_text())
+    assert skew["sampled"] == settings.skew_sample and skew["mismatches"] == []
 
 
 def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
@@ -137,4 +140,5 @@ def test_release_dag_puts_the_fixed_batch_back_and_scores_it(lifecycle):
     preds = pd.read_parquet(settings.partition("predictions", BAD_DAY) / DATA_FILE)
     assert set(preds["model_version"]) == {str(version_by_alias(settings, "champion").version)}
     # a past day is scored from its own point-in-time features, not today's online values
-    assert set(preds["feature_source"]) == {"offline"}
+    feats = pd.read_parquet(settings.features_dir / f"{BAD_DAY}.parquet")
+    assert len(preds) == len(feats) and set(preds["event_timestamp"]) == set(feats["event_timestamp"])

@@ -1,18 +1,277 @@
-from airloop.promote import decide
+"""The gate's statistics on known arrays, and the gate/rollback/lineage on real MLflow models."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airloop.promote import mcnemar, metric_value, paired_bootstrap
+
+pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def test_first_model_needs_only_the_floor(settings):
-    assert decide(settings, 0.70, None, False)[0]
-    ok, reason = decide(settings, 0.55, None, False)
-    assert not ok and "below the floor" in reason and "0.5500" in reason
+def _scores(n: int, signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(0, 1, n))))
 
 
-def test_challenger_must_match_the_champion(settings):
-    assert decide(settings, 0.80, 0.80, False)[0]
-    ok, reason = decide(settings, 0.79, 0.80, False)
-    assert not ok and "0.7900 < champion 0.8000" in reason
+def test_bootstrap_ci_separates_a_clearly_better_model_and_covers_equal_ones():
+    y, strong = _scores(1500, 1.5, 1)
+    _, weak = _scores(1500, 0.2, 2)
+    weak = np.where(y == 1, weak, weak)  # same labels, little signal
+    better = paired_bootstrap("roc_auc", y, strong, weak, 300, 0.95, 0)
+    assert better["ci_low"] > 0.1 and better["difference"] > better["ci_low"]
+    same = paired_bootstrap("roc_auc", y, strong, strong, 300, 0.95, 0)
+    assert same["ci_low"] == same["ci_high"] == same["difference"] == 0.0
 
 
-def test_backfill_never_promotes(settings):
-    ok, reason = decide(settings, 0.99, 0.50, True)
-    assert not ok and "backfill" in reason
+def test_metric_is_undefined_on_one_class_and_rejects_lower_is_better_metrics():
+    assert np.isnan(metric_value("roc_auc", np.ones(10), np.linspace(0, 1, 10)))
+    with pytest.raises(ValueError, match="primary metric must be one of"):
+        metric_value("rmse", np.ones(3), np.ones(3))
+
+
+def test_mcnemar_counts_discordant_rows():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    out = mcnemar(y, np.array([0.9, 0.8, 0.2, 0.1, 0.2, 0.9]), np.array([0.1, 0.8, 0.2, 0.1, 0.2, 0.1]))
+    assert (out["only_challenger_right"], out["only_champion_right"]) == (1, 1) and out["p_value"] == 1.0
+
+
+def test_unknown_gate_rule_is_rejected(monkeypatch, tmp_path):
+    from airloop.config import get_settings
+
+    monkeypatch.setenv("AIRLOOP_GATE_RULES", '["floor", "vibes"]')
+    with pytest.raises(ValueError, match="unknown gate rules"):
+        get_settings()
+
+
+# --- the gate on real models -------------------------------------------------------------------
+
+START, DAYS = date(2026, 1, 1), 10
+DAY = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """Ten simulated days ingested, validated and materialized; MLflow on a fresh SQLite file."""
+    from airloop.config import get_settings
+    from airloop.features import materialize_features
+    from airloop.ingest import ingest_batch
+    from airloop.simulate import simulate
+    from airloop.validate import validate_batch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("gate") / "airloop"))
+        mp.setenv("AIRLOOP_GATE_BOOTSTRAP", "300")
+        s = get_settings()
+        simulate(START, DAYS, s)
+        for ds in DAY:
+            ingest_batch(s, ds)
+            validate_batch(s, ds)
+            materialize_features(s, ds)
+        yield s, mp
+
+
+def _shuffle_labels(s, days: list[str], seed: int = 0) -> None:
+    """Degrade on purpose: shuffle the labels of validated days (the raw copy keeps the truth)."""
+    from airloop.storage import DATA_FILE, write_parquet
+
+    for i, ds in enumerate(days):
+        path = s.partition("validated", ds) / DATA_FILE
+        df = pd.read_parquet(path)
+        df[s.spec.label] = np.random.default_rng(seed + i).permutation(df[s.spec.label].to_numpy())
+        write_parquet(df, path)
+
+
+def _restore_labels(s, days: list[str]) -> None:
+    from airloop.storage import DATA_FILE, write_parquet
+
+    for ds in days:
+        write_parquet(pd.read_parquet(s.partition("raw", ds) / DATA_FILE), s.partition("validated", ds) / DATA_FILE)
+
+
+def _aliases(s) -> dict[str, str | None]:
+    from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, version_by_alias
+
+    return {a: (str(v.version) if (v := version_by_alias(s, a)) else None) for a in (CHAMPION, CHALLENGER, PREVIOUS)}
+
+
+@pytest.fixture(scope="module")
+def models(lake):
+    """v1: trained on shuffled labels (refused by the floor, then force-promoted);
+    v2: trained on clean labels, judged under several configurations;
+    v3: trained on shuffled labels again, against the clean champion."""
+    from airloop.promote import evaluate_gate
+    from airloop.train import train_model
+
+    s, mp = lake
+    out = {}
+    _shuffle_labels(s, DAY[:3])
+    v1 = train_model(s, DAY[5])["version"]  # train days 1-3 (shuffled), validation day 4, holdout days 5-6
+    _restore_labels(s, DAY[:3])
+    out["v1_gate"] = evaluate_gate(s, v1)
+    with pytest.raises(ValueError, match="needs a reason"):
+        evaluate_gate(s, v1, force_reason="  ")
+    out["v1_forced"] = evaluate_gate(s, v1, force_reason="bootstrap the registry for the gate test", actor="tester")
+    out["after_v1"] = _aliases(s)
+
+    v2 = train_model(s, DAY[7])["version"]
+    mp.setenv("AIRLOOP_GATE_MIN_ROWS", "100000")
+    from airloop.config import get_settings
+
+    out["v2_small"] = evaluate_gate(get_settings(), v2)
+    mp.delenv("AIRLOOP_GATE_MIN_ROWS")
+    spec = s.home / "strict_spec.yaml"
+    text = s.spec_path.read_text().replace(
+        "{name: plan_premium, column: plan, values: [premium]}",
+        "{name: plan_premium, column: plan, values: [premium], floor: 0.99}",
+    )
+    spec.write_text(text)
+    mp.setenv("AIRLOOP_SPEC_PATH", str(spec))
+    out["v2_slice"] = evaluate_gate(get_settings(), v2)
+    mp.delenv("AIRLOOP_SPEC_PATH")
+    out["v2_backfill"] = evaluate_gate(s, v2, is_backfill=True)
+    out["after_refusals"] = _aliases(s)
+    out["v2_gate"] = evaluate_gate(s, v2)
+    out["after_v2"] = _aliases(s)
+
+    _shuffle_labels(s, DAY[:8], seed=10)
+    v3 = train_model(s, DAY[9])["version"]  # train days 1-7 + validation day 8 shuffled, holdout 9-10 clean
+    _restore_labels(s, DAY[:8])
+    out["v3_gate"] = evaluate_gate(s, v3)
+    out["after_v3"] = _aliases(s)
+    out["versions"] = (v1, v2, v3)
+    return s, out
+
+
+def test_first_model_below_the_floor_is_refused_and_can_only_be_forced_with_a_reason(models):
+    s, out = models
+    v1, _, _ = out["versions"]
+    assert out["v1_gate"]["decision"] == "refused" and "floor" in out["v1_gate"]["failed_rules"]
+    assert "roc_auc" in out["v1_gate"]["reason"] and "floor 0.6000" in out["v1_gate"]["reason"]
+    forced = out["v1_forced"]
+    assert forced["decision"] == "forced" and "forced by tester: bootstrap the registry" in forced["reason"]
+    assert out["after_v1"]["champion"] == v1
+    from airloop.registry import client
+
+    tags = client(s).get_model_version(s.model_name, v1).tags
+    assert tags["airloop.gate.decision"] == "forced" and tags["airloop.gate.decided_by"] == "tester"
+
+
+def test_gate_refuses_on_too_few_rows_a_failing_slice_and_backfill_then_promotes_the_better_model(models):
+    s, out = models
+    v1, v2, _ = out["versions"]
+    small, sliced, backfill, gate = out["v2_small"], out["v2_slice"], out["v2_backfill"], out["v2_gate"]
+    assert small["decision"] == "refused" and small["failed_rules"] == ["min_rows"]
+    assert "vs minimum 100000" in small["reason"]
+    # the overall metric improves clearly, but one slice misses its floor
+    assert sliced["comparison"]["ci_low"] > 0.05
+    assert sliced["decision"] == "refused" and sliced["failed_rules"] == ["slices"]
+    assert "plan_premium" in sliced["reason"] and "floor 0.9900" in sliced["reason"]
+    assert backfill["decision"] == "refused" and "backfill" in backfill["reason"]
+    assert out["after_refusals"]["champion"] == v1
+    # same rows for both models: the frozen holdout plus the labelled days after the window
+    assert gate["evaluation_days"] == DAY[6:]
+    assert gate["decision"] == "promoted" and gate["failed_rules"] == [] and gate["champion_version"] == v1
+    assert gate["challenger_value"] > gate["champion_value"] + 0.1
+    assert out["after_v2"] == {"champion": v2, "challenger": None, "previous_champion": v1}
+    assert {r["slice"] for r in gate["slices"]} == {"plan_basic", "plan_standard", "plan_premium"}
+
+
+def test_worse_challenger_is_refused_and_stays_challenger(models):
+    s, out = models
+    _, v2, v3 = out["versions"]
+    gate = out["v3_gate"]
+    assert gate["decision"] == "refused" and "non_inferiority" in gate["failed_rules"]
+    assert gate["comparison"]["ci_high"] < 0 and gate["champion_version"] == v2
+    assert out["after_v3"] == {"champion": v2, "challenger": v3, "previous_champion": out["versions"][0]}
+
+
+def test_decision_evidence_and_model_card_are_recorded_on_the_version(models):
+    import mlflow.artifacts
+
+    from airloop.registry import client
+
+    s, out = models
+    _, v2, _ = out["versions"]
+    c = client(s)
+    mv = c.get_model_version(s.model_name, v2)
+    assert mv.tags["airloop.gate.decision"] == "promoted"
+    assert float(mv.tags["airloop.gate.ci_low"]) > 0 and mv.tags["airloop.model_card"].endswith("model_card.html")
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"gate/decision_v{v2}.json")
+    evidence = json.loads(open(local).read())
+    assert evidence["decision"] == "promoted" and {ch["rule"] for ch in evidence["checks"]} == {
+        "floor",
+        "min_rows",
+        "non_inferiority",
+        "slices",
+        "budget",
+        "validation",
+    }
+    card = open(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model_card/model_card.md")).read()
+    for heading in ("Intended use", "Training data", "Evaluation and promotion gate", "Slices", "Drift baseline"):
+        assert f"## {heading}" in card
+    assert "retention team" in card and "plan_premium" in card and "paired bootstrap" in card
+    html = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model_card/model_card.html")
+    assert "<table" in open(html).read()
+
+
+def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
+    from airloop.cli import main
+    from airloop.config import get_settings
+    from airloop.promote import rollback, shadow_comparison
+    from airloop.score import score_batch
+    from airloop.storage import DATA_FILE, file_sha256
+
+    s, out = models
+    v1, v2, v3 = out["versions"]
+    monkeypatch.setenv("AIRLOOP_SHADOW_SCORING", "true")
+    scored = score_batch(get_settings(), DAY[9])
+    assert scored["model_version"] == v2 and scored["shadow"]["model_version"] == v3
+    shadow = pd.read_parquet(s.partition("predictions_shadow", DAY[9]) / DATA_FILE)
+    live = pd.read_parquet(s.partition("predictions", DAY[9]) / DATA_FILE)
+    assert set(shadow["model_version"]) == {v3} and set(live["model_version"]) == {v2}
+    assert len(shadow) == len(live)
+    live_cmp = shadow_comparison(s, v3)
+    assert live_cmp["rows"] == len(live) and live_cmp["champion"] > live_cmp["challenger"]
+
+    # lineage of a real prediction row, through the CLI a user would run
+    entity = int(live.iloc[0][s.spec.entity])
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["lineage", "--date", DAY[9], "--entity", str(entity), "--json"]) == 0
+    chain = json.loads(buf.getvalue())
+    assert chain["model_version"]["version"] == v2 and "champion" in chain["model_version"]["aliases"]
+    assert chain["training_window"] == {"start": DAY[0], "end": DAY[7], "days": DAY[:8]}
+    assert chain["feature_service"] == "churn_v1"
+    raw = s.partition("raw", DAY[0]) / DATA_FILE
+    assert chain["training_data"][0]["raw"] == str(raw) and chain["training_data"][0]["raw_sha256"] == file_sha256(raw)
+    assert all(d["raw_intact"] for d in chain["training_data"])
+    assert chain["scored_batch"]["raw_sha256"] == file_sha256(s.partition("raw", DAY[9]) / DATA_FILE)
+    assert list(chain["scored_batch"]["landing_sources"].values())[0] == file_sha256(
+        next((s.landing_dir / f"ds={DAY[9]}").glob("*"))
+    )
+
+    # rollback restores the previous champion, and the next scoring run uses it
+    with pytest.raises(ValueError, match="needs a reason"):
+        rollback(s, " ")
+    record = rollback(s, "v2 misbehaves in production", actor="oncall")
+    assert (record["to_version"], record["from_version"]) == (v1, v2)
+    assert _aliases(s)["champion"] == v1 and _aliases(s)["previous_champion"] == v2
+    assert score_batch(s, DAY[9])["model_version"] == v1
+    assert set(pd.read_parquet(s.partition("predictions", DAY[9]) / DATA_FILE)["model_version"]) == {v1}
+    from airloop.registry import client
+
+    tags = client(s).get_model_version(s.model_name, v1).tags
+    assert tags["airloop.rollback.by"] == "oncall" and tags["airloop.rollback.reason"] == "v2 misbehaves in production"
+    # the CLI rolls forward again (a rollback of the rollback)
+    assert main(["rollback", "--reason", "fixed upstream", "--json"]) == 0
+    assert _aliases(s)["champion"] == v2

@@ -99,6 +99,37 @@ def cmd_load_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from airloop.promote import evaluate_gate, explain_decision
+
+    if args.force and not args.reason:
+        raise ValueError("--force needs --reason: a forced promotion is recorded with who and why")
+    evidence = evaluate_gate(get_settings(), args.version, force_reason=args.reason if args.force else None)
+    _emit(args, evidence, explain_decision(evidence))
+    return 0 if evidence["decision"] in ("promoted", "forced") else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from airloop.promote import rollback
+
+    record = rollback(get_settings(), args.reason, args.to)
+    _emit(
+        args,
+        record,
+        f"champion is now version {record['to_version']} (was {record['from_version']}); "
+        f"recorded: {record['by']} at {record['at']}: {record['reason']}",
+    )
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from airloop.lineage import render_lineage, trace_prediction
+
+    chain = trace_prediction(get_settings(), args.date, args.entity)
+    _emit(args, chain, render_lineage(chain))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airloop", description="The closed ML loop on Airflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("release", cmd_release, "Re-validate a fixed quarantined batch and, if it passes, move it on.")
     p.add_argument("--date", required=True, help="the quarantined date, YYYY-MM-DD")
     p.add_argument("--path", help="the fixed file or folder (default: the quarantined batch, edited in place)")
+
+    p = add("promote", cmd_promote, "Run the promotion gate for a model version (or force it, with a reason).")
+    p.add_argument("--version", required=True, help="the registered model version")
+    p.add_argument("--force", action="store_true", help="promote even if rules fail (needs --reason)")
+    p.add_argument("--reason", help="why (recorded on the version)")
+
+    p = add("rollback", cmd_rollback, "Give the champion alias back to previous_champion (or --to VERSION).")
+    p.add_argument("--to", help="the version to restore (default: previous_champion)")
+    p.add_argument("--reason", required=True, help="why (recorded on both versions)")
+
+    p = add("lineage", cmd_lineage, "Trace a prediction back to model, run, training window and raw files.")
+    p.add_argument("--date", required=True, help="the scored day, YYYY-MM-DD")
+    p.add_argument("--entity", required=True, type=int, help="the entity key of the prediction row")
 
     add("status", cmd_status, "Show champion/challenger, partitions, quarantine, drift events and retrains.")
 

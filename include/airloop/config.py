@@ -15,6 +15,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parents[1]
 
 
+# The promotion gate's rules (see airloop.promote); AIRLOOP_GATE_RULES='["floor", ...]' selects them.
+GATE_RULES = ("floor", "min_rows", "non_inferiority", "slices", "budget", "validation")
+
 TASK_DEFAULTS = {
     "binary_classification": {"metric": "roc_auc", "floor": 0.6, "model_type": "logistic_regression"},
     "regression": {"metric": "r2", "floor": 0.0, "model_type": "ridge"},
@@ -62,7 +65,16 @@ class Settings(BaseSettings):
     # promotion gate
     primary_metric: str | None = None  # higher is better; default per task: roc_auc | r2
     promotion_floor: float | None = None  # default per task: 0.6 (roc_auc) | 0.0 (r2)
-    promotion_tolerance: float = 0.0
+    promotion_tolerance: float = 0.01  # non-inferiority margin: CI lower bound of (new - old) >= -tolerance
+    gate_rules: list[str] = ["floor", "min_rows", "non_inferiority", "slices", "budget", "validation"]
+    gate_min_rows: int = 500  # fewer evaluation rows: refuse rather than guess
+    gate_min_slice_rows: int = 50
+    gate_confidence: float = 0.95
+    gate_bootstrap: int = 1000  # paired bootstrap resamples
+    gate_recent_days: int = 7  # labelled validated days after the training window joined to the holdout
+    gate_max_model_mb: float = 50.0
+    gate_max_latency_ms: float = 50.0  # median single-row predict
+    shadow_scoring: bool = False  # also score with the challenger, into predictions_shadow/
 
     # monitoring
     drift_current_days: int = 3
@@ -76,6 +88,15 @@ class Settings(BaseSettings):
                 f"min_train_days ({self.min_train_days}) must exceed holdout_days + validation_days "
                 f"({self.holdout_days} + {self.validation_days}): training needs at least one day of its own"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_gate(self) -> Settings:
+        unknown = sorted(set(self.gate_rules) - set(GATE_RULES))
+        if unknown:
+            raise ValueError(f"unknown gate rules {unknown}; choose from {list(GATE_RULES)}")
+        if not 0.5 < self.gate_confidence < 1:
+            raise ValueError(f"gate_confidence must be in (0.5, 1), got {self.gate_confidence}")
         return self
 
     @cached_property

@@ -9,6 +9,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from airloop.config import Settings
@@ -74,6 +75,43 @@ def _day_bounds(ds: str) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def window_aggregate(
+    entity: np.ndarray, ts: np.ndarray, values: np.ndarray | None, fn: str, window_days: int
+) -> np.ndarray:
+    """Per row, ``fn`` over the same entity's rows in the time window ``(t - window, t]`` up to and
+    including the row itself (rows sorted by entity, then time), as pandas' groupby-rolling gives,
+    but vectorised: cumulative sums between window bounds found by binary search (O(n log n)),
+    instead of one Python-level rolling object per entity. NaN values are skipped; ``count``
+    counts rows."""
+    n = len(entity)
+    codes = np.unique(entity, return_inverse=True)[1].astype("int64")
+    t = ts.astype("datetime64[ns]").astype("int64")
+    t = t - (t.min() if n else 0)
+    span = int(t.max()) + window_days * 86_400_000_000_000 + 1 if n else 1
+    key = codes * span + t  # sorted, and a window never crosses into another entity
+    left = np.searchsorted(key, key - window_days * 86_400_000_000_000, side="right")
+    idx = np.arange(n)
+    if fn == "count":
+        return (idx + 1 - left).astype("float64")
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    seen = np.concatenate([[0], np.cumsum(present)])
+    have = seen[idx + 1] - seen[left]
+    if fn in ("sum", "mean"):
+        total = np.concatenate([[0.0], np.cumsum(filled)])
+        sums = total[idx + 1] - total[left]
+        out = sums if fn == "sum" else sums / np.maximum(have, 1)
+    elif fn == "max":
+        out = np.full(n, -np.inf)
+        masked = np.where(present, values, -np.inf)
+        for lag in range(int((idx - left).max()) + 1 if n else 0):  # window length in rows, small
+            ok = idx - lag >= left
+            out[ok] = np.maximum(out[ok], masked[(idx - lag)[ok]])
+    else:
+        raise ValueError(f"unknown aggregate function {fn!r}")
+    return np.where(have > 0, out, np.nan)
+
+
 def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
     """The day's feature rows plus each spec aggregate, computed per entity over the validated rows
     in the trailing window ``(t - window, t]`` of each row's own timestamp ``t``: only the past and
@@ -85,16 +123,15 @@ def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
         src = settings.partition("validated", ds) / DATA_FILE
         raise FileNotFoundError(f"no validated partition for {ds} at {src}: it failed validation or was not run")
     rows = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, *spec.feature_names])
-    # sorted by entity then time, groupby-rolling returns values in row order (assigned by position)
     rows = rows.sort_values([spec.entity, spec.timestamp], kind="stable").reset_index(drop=True)
-    rows["_one"] = 1.0  # counting = summing ones (the entity key itself is the group key)
     for a in spec.aggregates:
-        column, fn = ("_one", "sum") if a.fn == "count" else (a.column, a.fn)
-        rolled = rows.groupby(spec.entity).rolling(f"{a.window_days}D", on=spec.timestamp)[column].agg(fn)
-        rows[a.name] = rolled.to_numpy(dtype="float64")
+        values = None if a.fn == "count" else rows[a.column].to_numpy(dtype="float64")
+        rows[a.name] = window_aggregate(
+            rows[spec.entity].to_numpy(), rows[spec.timestamp].to_numpy("datetime64[ns]"), values, a.fn, a.window_days
+        )
     start, end = _day_bounds(ds)
     today = (rows[spec.timestamp] >= start) & (rows[spec.timestamp] < end)
-    day = rows.loc[today].drop(columns="_one").sort_values([spec.timestamp, spec.entity], kind="stable")
+    day = rows.loc[today].sort_values([spec.timestamp, spec.entity], kind="stable")
     return day.reset_index(drop=True)
 
 

@@ -12,7 +12,7 @@ from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.sources import describe, local_files, s3_files
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, write_json, write_parquet
+from airloop.storage import DATA_FILE, file_sha256, write_json, write_parquet
 
 
 class UnreadableFile(ValueError):
@@ -96,6 +96,7 @@ def ingest_batch(
             frames = [read_file(p) for p in files]
         except UnreadableFile as exc:
             quarantine_batch(settings, ds, reason=f"unreadable input: {exc}", files=files)
+        source_hashes = {origins[p]: file_sha256(p) for p in files}
     df, notes = coerce(pd.concat(frames, ignore_index=True), settings.spec)
     out = settings.partition("raw", ds)
     write_parquet(df, out / DATA_FILE)
@@ -104,8 +105,10 @@ def ingest_batch(
         "rows": len(df),
         "columns": list(df.columns),
         "sources": list(origins.values()),
+        "source_sha256": source_hashes,
         "coercion_notes": notes,
         "path": str(out / DATA_FILE),
+        "sha256": file_sha256(out / DATA_FILE),
     }
     write_json(summary, out / "_ingest.json")
     return summary

@@ -1,14 +1,18 @@
-"""Score: predict the day's entities with the champion, reading features from the online store."""
+"""Score: predict a day's rows with the champion from the offline feature partition, in chunks;
+the online store is checked against it (training/serving skew)."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from airloop.config import Settings
 from airloop.features import online_features, training_frame
-from airloop.registry import CHAMPION, load_model, version_by_alias
-from airloop.storage import DATA_FILE, write_json, write_parquet
+from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
+from airloop.storage import DATA_FILE, atomic_path, write_json
 from airloop.train import predict
 
 
@@ -20,13 +24,12 @@ class TrainingServingSkew(RuntimeError):
     """Online features differ from the offline (training) values for the same entity and time."""
 
 
-def check_skew(settings: Settings, ds: str, batch: pd.DataFrame, online: pd.DataFrame) -> dict:
-    """Compare, for a sample of the day's entities, the online features scoring reads with the
-    offline values Feast's point-in-time join gives for the same timestamp (what training sees).
-    Writes ``monitoring/skew/ds=<ds>.json``; raises TrainingServingSkew on any mismatch."""
+def check_skew(settings: Settings, ds: str, sample: pd.DataFrame, online: pd.DataFrame) -> dict:
+    """Compare, for a sample of the day's entities (their latest ``entity, timestamp``), the online
+    store's features with the offline values Feast's point-in-time join gives for the same
+    timestamp (what training sees). Writes ``monitoring/skew/ds=<ds>.json``; raises
+    TrainingServingSkew on any mismatch."""
     spec = settings.spec
-    latest = batch.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
-    sample = latest.sample(min(settings.skew_sample, len(latest)), random_state=settings.seed)
     offline = training_frame(settings, sample[[spec.entity, spec.timestamp]])
     both = offline.merge(online, on=spec.entity, suffixes=("_offline", "_online"))
     mismatches = []
@@ -58,44 +61,77 @@ def check_skew(settings: Settings, ds: str, batch: pd.DataFrame, online: pd.Data
     return report
 
 
-def score_batch(settings: Settings, ds: str) -> dict:
-    """Write ``predictions/ds=<ds>`` for the entities of that day's validated batch. The newest day
-    reads the online store (checked for training/serving skew); an older day (a backfill or a
-    released batch) reads the offline point-in-time values of its own timestamps, because the
-    online store already holds later values."""
+def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
+    """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
+    (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``).
+
+    Batch scoring reads the day's partition of the Feast offline source (the point-in-time values
+    of the day's own rows, written by the features stage) in chunks of ``chunk_rows``, so memory
+    stays flat however large the day. For the newest day a sample of entities is first checked
+    against the online store (training/serving skew): any mismatch fails the run, no predictions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     spec = settings.spec
     champ = version_by_alias(settings, CHAMPION)
     if champ is None:
         raise NoChampion(f"no '{CHAMPION}' version of {settings.model_name} yet: nothing to score {ds} with")
-    src = settings.partition("validated", ds) / DATA_FILE
+    src = settings.features_dir / f"{ds}.parquet"
     if not src.exists():
-        raise FileNotFoundError(f"no validated partition for {ds} at {src}")
-    batch = pd.read_parquet(src, columns=[spec.entity, spec.timestamp])
-    newest = max((p.stem for p in settings.features_dir.glob("*.parquet")), default=ds)
-    source = "online" if ds >= newest else "offline"
-    if source == "online":
-        feats = online_features(settings, batch[spec.entity].drop_duplicates().sort_values().tolist())
-    else:
-        latest = batch.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
-        feats = training_frame(settings, latest[[spec.entity, spec.timestamp]]).sort_values(spec.entity)
-    missing = feats[spec.model_features].isna().all(axis=1)
-    if missing.any():
-        raise RuntimeError(f"{int(missing.sum())} entities of {ds} have no {source} features: materialize {ds} first")
-    if source == "online" and settings.skew_sample:
-        check_skew(settings, ds, batch, feats)
-    model = load_model(settings, champ.version)
-    pred = predict(settings, model, feats[spec.model_features])
-    out = pd.DataFrame(
+        raise FileNotFoundError(f"no features for {ds} at {src}: materialize {ds} first")
+    newest = max(p.stem for p in settings.features_dir.glob("*.parquet"))
+    if ds >= newest and settings.skew_sample:
+        keys = pd.read_parquet(src, columns=[spec.entity, spec.timestamp])
+        latest = keys.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
+        sample = latest.sample(min(settings.skew_sample, len(latest)), random_state=settings.seed)
+        check_skew(settings, ds, sample, online_features(settings, sample[spec.entity].tolist()))
+    models = {"predictions": (champ, load_model(settings, champ.version))}
+    challenger = version_by_alias(settings, CHALLENGER) if settings.shadow_scoring else None
+    if challenger is not None and str(challenger.version) != str(champ.version):
+        # shadow: the challenger scores the same rows; its output never reaches the predictions table
+        models["predictions_shadow"] = (challenger, load_model(settings, challenger.version))
+    columns = [spec.entity, spec.timestamp, *spec.model_features]
+    rows, paths = 0, {}
+    with contextlib.ExitStack() as stack:
+        writers: dict[str, Any] = {}
+        for zone in models:
+            paths[zone] = settings.partition(zone, ds) / DATA_FILE
+            writers[zone] = stack.enter_context(atomic_path(paths[zone]))
+        open_writers: dict[str, Any] = {}
+        for batch in pq.ParquetFile(src).iter_batches(batch_size=chunk_rows, columns=columns):
+            feats = batch.to_pandas()
+            missing = feats[spec.model_features].isna().all(axis=1)
+            if missing.any():
+                raise RuntimeError(f"{int(missing.sum())} rows of {ds} have no features: materialize {ds} again")
+            for zone, (mv, model) in models.items():
+                table = pa.Table.from_pandas(_predictions(settings, mv, model, feats, ds), preserve_index=False)
+                if zone not in open_writers:
+                    open_writers[zone] = stack.enter_context(pq.ParquetWriter(writers[zone], table.schema))
+                open_writers[zone].write_table(table)
+            rows += len(feats)
+        for zone, (mv, model) in models.items():  # an empty day still gets an (empty) partition
+            if zone not in open_writers:
+                _predictions(settings, mv, model, pd.DataFrame(columns=columns), ds).to_parquet(writers[zone])
+            else:
+                open_writers.pop(zone).close()
+    result = {"ds": ds, "rows": rows, "model_version": str(champ.version), "path": str(paths["predictions"])}
+    if "predictions_shadow" in models:
+        result["shadow"] = {"model_version": str(challenger.version), "path": str(paths["predictions_shadow"])}
+    return result
+
+
+def _predictions(settings: Settings, mv: Any, model: Any, feats: pd.DataFrame, ds: str) -> pd.DataFrame:
+    spec = settings.spec
+    pred = predict(settings, model, feats[spec.model_features]) if len(feats) else np.array([], dtype="float64")
+    return pd.DataFrame(
         {
             spec.entity: feats[spec.entity].astype("int64"),
+            spec.timestamp: feats[spec.timestamp],
             "ds": ds,
             "score": pred,
             "prediction": (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred,
             "model_name": settings.model_name,
-            "model_version": str(champ.version),
-            "model_run_id": champ.run_id,
-            "feature_source": source,
+            "model_version": str(mv.version),
+            "model_run_id": mv.run_id,
         }
     )
-    path = write_parquet(out, settings.partition("predictions", ds) / DATA_FILE)
-    return {"ds": ds, "rows": len(out), "model_version": str(champ.version), "features": source, "path": str(path)}

@@ -36,6 +36,15 @@ class Aggregate(BaseModel):
     window_days: int
 
 
+class Slice(BaseModel):
+    """A named subgroup the promotion gate checks on its own: rows where ``column`` is one of ``values``."""
+
+    name: str
+    column: str
+    values: list[str | int | float]
+    floor: float | None = None  # the primary metric's floor on this slice (default: the global floor)
+
+
 class RowCount(BaseModel):
     min: int = 1
     max: int = 10_000_000
@@ -53,12 +62,18 @@ class DatasetSpec(BaseModel):
     rows_per_day: RowCount = RowCount()
     features: list[Feature]
     aggregates: list[Aggregate] = []
+    slices: list[Slice] = []
+    intended_use: str = ""  # shown on the model card
+    known_limits: list[str] = []  # shown on the model card
 
     @model_validator(mode="after")
     def _check_aggregates(self) -> DatasetSpec:
         unknown = [a.column for a in self.aggregates if a.column not in (self.entity, *self.feature_names)]
         if unknown:
             raise ValueError(f"aggregates over unknown columns: {unknown}")
+        unknown = [s.column for s in self.slices if s.column not in self.feature_names]
+        if unknown:
+            raise ValueError(f"slices over unknown columns: {unknown}")
         return self
 
     @property

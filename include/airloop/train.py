@@ -13,6 +13,7 @@ import pandas as pd
 
 from airloop.config import PROJECT_DIR, Settings
 from airloop.features import FEATURE_SERVICE, training_frame
+from airloop.lineage import TRAINING_DATA_ARTIFACT, data_lineage
 from airloop.registry import CHALLENGER, client
 from airloop.storage import date_range, partition_dates, read_partitions
 
@@ -243,6 +244,7 @@ def train_model(
             targets=spec.label,
         )
         mlflow.log_input(dataset, context="training")
+        mlflow.log_dict(data_lineage(settings, dates), TRAINING_DATA_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:  # the run's artifact store is the one copy
             holdout_path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
             holdout.to_parquet(holdout_path, index=False)

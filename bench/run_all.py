@@ -1,0 +1,114 @@
+"""Run every benchmark and write the figures to BENCHMARKS.md (machine, date, command, load).
+
+``make bench`` runs this; ``--quick`` uses small sizes (what the smoke test runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _machine() -> str:
+    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    gib = int(mem.split()[1]) / 1024**2
+    return f"{os.cpu_count()} cores, {gib:.0f} GiB, {platform.platform()}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="stage sizes (rows of one day)")
+    args = parser.parse_args(argv)
+    import demo_breakdown
+    import feast_online
+    import orchestration
+    import parse_time
+    import stages
+    import validation_throughput
+
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    q = args.quick
+    r: dict = {}
+    r["parse"] = parse_time.main(["--repeat", "1" if q else "3"])
+    r["validation"] = validation_throughput.main(["--rows", "5000" if q else "1000000"])
+    r["feast"] = feast_online.main(["--rows", "2000", "--lookups", "5"] if q else [])
+    r["stages"] = stages.main(["--sizes", "2000,4000" if q else args.sizes])
+    r["orchestration"] = orchestration.main(["--rows", "2000", "--repeat", "1"] if q else [])
+    r["demo"] = demo_breakdown.main(["--days", "5" if q else "14"])
+    elapsed = time.perf_counter() - t0
+    md = render(r, load_before, os.getloadavg(), elapsed, " ".join(["python", "bench/run_all.py", *(argv or [])]))
+    out = Path(args.out)
+    out.write_text(md)
+    print(f"wrote {out}")
+    return out
+
+
+def render(r: dict, load_before: tuple, load_after: tuple, elapsed: float, command: str) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {_machine()}. Date: {now}. Command: `{command}` ({elapsed / 60:.0f} min).",
+        f"Load average at start / end: {load_before[0]:.1f} / {load_after[0]:.1f} (absolute times are noisy on "
+        "a shared 2-core machine; each ratio compares against a baseline measured in the same run).",
+        "",
+        "| benchmark | figure | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    p = r["parse"]
+    for name, secs in p.items():
+        if name.endswith(".py"):
+            lines.append(
+                f"| DAG parse `{name}` | {secs:.2f} s | `import airflow.sdk` {p['baseline']:.2f} s | "
+                f"{secs / p['baseline']:.2f}x | <= 0.5 s |"
+            )
+    lines.append(f"| DagBag of `dags/` | {p['dagbag']:.2f} s | | | <= 2 s |")
+    v = r["validation"]
+    lines.append(
+        f"| GX suite, {v['rows']:,} rows | {v['gx_s']:.2f} s | hand-written pandas checks {v['pandas_s']:.2f} s | "
+        f"{v['ratio']:.2f}x | <= 3x |"
+    )
+    f = r["feast"]
+    for k, val in f.items():
+        lines.append(f"| Feast `{k}` | {val:,.1f} | | | |")
+    st = r["stages"]
+    for stage, by_size in st["stages"].items():
+        for n, m in by_size.items():
+            base = ""
+            ratio = ""
+            if stage == "score":
+                base = f"bare predict {n / m['bare_predict_s']:,.0f} rows/s"
+                ratio = f"{m['bare_predict_s'] / m['seconds']:.2f}x"
+            lines.append(
+                f"| {stage}, {int(n):,} rows | {m['seconds']:.2f} s ({int(n) / m['seconds']:,.0f} rows/s), peak RSS "
+                f"{m['peak_rss_mb']:.0f} MB (+{m['peak_rss_mb'] - m['base_rss_mb']:.0f} over imports) | {base} | "
+                f"{ratio} | {'>= 0.5x' if stage == 'score' else ''} |"
+            )
+    for stage, e in st.get("exponents", {}).items():
+        lines.append(f"| growth exponent, {stage} | {e:.2f} | | | 1 (linear) |")
+    o = r["orchestration"]
+    lines.append(
+        f"| nightly cycle via Airflow, {o['rows']:,} rows | {o['airflow_s']:.1f} s | "
+        f"plain Python {o['plain_s']:.1f} s | {o['ratio']:.2f}x | <= 1.3x |"
+    )
+    d = r["demo"]
+    lines.append(f"| {d['days']}-day demo, wall | {d['wall_s']:.0f} s | | | |")
+    total = sum(d["stage_seconds"].values()) or 1
+    for name, secs in list(d["stage_seconds"].items())[:8]:
+        lines.append(f"| demo task `{name}` (total) | {secs:.1f} s ({secs / total:.0%}) | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

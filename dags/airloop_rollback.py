@@ -1,0 +1,62 @@
+"""
+### airloop rollback: give the `champion` alias back
+
+Restores `previous_champion` (or the version you name) as `champion`; the replaced champion
+becomes `previous_champion`, so a second rollback undoes the first. Who and why are recorded as
+tags on both versions and as a `gate/rollback_*.json` artifact. The next scoring run uses the
+restored version. Same as `airloop rollback --reason "..." [--to VERSION]`.
+
+Trigger it from the UI with a reason (required) and, optionally, a version.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from airloop_dag_support import DAG_DEFAULTS, MODEL
+
+
+@dag(
+    schedule=None,
+    **DAG_DEFAULTS,
+    tags=["airloop", "registry"],
+    doc_md=__doc__,
+    params={
+        "to_version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Version to restore as champion (default: the previous_champion alias).",
+        ),
+        "reason": Param(
+            "",
+            type="string",
+            minLength=5,
+            description="Why you roll back (recorded on both model versions).",
+        ),
+    },
+)
+def airloop_rollback():
+    @task(outlets=[MODEL])
+    def rollback(params: dict | None = None, dag_run=None) -> dict:
+        from airloop.config import get_settings
+        from airloop.promote import rollback as restore
+
+        to = params.get("to_version")
+        actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{dag_run.run_id}"
+        settings = get_settings()
+        record = restore(settings, params["reason"], str(to) if to else None, actor=actor)
+        print(f"Rolled back: champion is version {record['to_version']} (was {record['from_version']}): {record}")
+        from airloop_alerts import send_event
+
+        send_event(
+            "rollback",
+            f"{settings.model_name} rolled back to version {record['to_version']} (was {record['from_version']})",
+            f"By {record['by']} at {record['at']}.\nReason: {record['reason']}",
+        )
+        return record
+
+    rollback()
+
+
+airloop_rollback()
