@@ -16,7 +16,9 @@ Runs nightly for the day that just ended (its data interval).
 interval that just ended; the run's logical date is the batch day. For one day by hand: *Trigger* →
 *Single Run* with that logical date (optionally another `source`). For a date range: *Trigger* →
 *Backfill*, or `airflow backfill create --dag-id airloop_daily --from-date A --to-date B` (the scheduler
-must be running and the DAG unpaused); runs go one at a time, oldest first, and never train or promote.
+must be running and the DAG unpaused): the runs overlap, but `validate` and `materialize` run one at a
+time (they write shared stores; materializing an older day re-materializes through the newest one, so
+their order does not matter). A backfill never trains or promotes.
 
 **Alerts.** A failure emails `airloop_alert_emails` through `smtp_default` with the error and a link to
 the log; a quarantined batch says so in the subject and lists the failed expectations.

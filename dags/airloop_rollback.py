@@ -44,12 +44,16 @@ def airloop_rollback():
 
         to = params.get("to_version")
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{dag_run.run_id}"
-        record = restore(get_settings(), params["reason"], str(to) if to else None, actor=actor)
-        message = f"champion is version {record['to_version']} (was {record['from_version']}): {record}"
-        print(f"Rolled back: {message}")
+        settings = get_settings()
+        record = restore(settings, params["reason"], str(to) if to else None, actor=actor)
+        print(f"Rolled back: champion is version {record['to_version']} (was {record['from_version']}): {record}")
         from airloop_alerts import send_event
 
-        send_event("rollback", f"rollback: version {record['to_version']} is champion again", message)
+        send_event(
+            "rollback",
+            f"{settings.model_name} rolled back to version {record['to_version']} (was {record['from_version']})",
+            f"By {record['by']} at {record['at']}.\nReason: {record['reason']}",
+        )
         return record
 
     rollback()

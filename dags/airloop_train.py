@@ -76,12 +76,15 @@ def airloop_train():
 
         is_backfill = dag_run.run_type == "backfill" or bool(dag_run.conf.get("is_backfill"))
         actor = f"airflow:{dag_run.run_id}"
-        decision = evaluate_gate(get_settings(), trained["version"], is_backfill=is_backfill, actor=actor)
+        settings = get_settings()
+        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)
         print(explain_decision(decision))
-        if decision["decision"] == "promoted":
+        if decision["decision"] in ("promoted", "forced"):
             from airloop_alerts import send_event
 
-            subject = f"version {decision['version']} promoted to champion (was {decision['champion_version']})"
+            subject = (
+                f"{settings.model_name} version {decision['version']} is the new champion ({decision['decision']})"
+            )
             send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 

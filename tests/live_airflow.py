@@ -98,7 +98,7 @@ class LiveAirflow:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "airloop-live-test-secret",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "airloop-live-test-secret-" + "x" * 48,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT / "plugins"),
             **extra_env,
