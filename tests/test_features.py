@@ -32,10 +32,10 @@ def test_vectorised_window_aggregate_matches_pandas_groupby_rolling(fn):
     from airloop.features import window_aggregate
 
     rng = np.random.default_rng(3)
-    n = 4000
+    n = 20_000  # 6000 entities: enough that an entity x time-span key would overflow int64
     df = pd.DataFrame(
         {
-            "e": rng.integers(0, 300, n),
+            "e": rng.integers(0, 6000, n),
             "t": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 40 * 24, n), unit="h"),
             "v": np.where(rng.random(n) < 0.2, np.nan, rng.normal(10, 3, n)),
         }

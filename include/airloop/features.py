@@ -86,10 +86,12 @@ def window_aggregate(
     n = len(entity)
     codes = np.unique(entity, return_inverse=True)[1].astype("int64")
     t = ts.astype("datetime64[ns]").astype("int64")
-    t = t - (t.min() if n else 0)
-    span = int(t.max()) + window_days * 86_400_000_000_000 + 1 if n else 1
-    key = codes * span + t  # sorted, and a window never crosses into another entity
-    left = np.searchsorted(key, key - window_days * 86_400_000_000_000, side="right")
+    # search in (entity, time-rank) space: exact at ns precision and no int64 overflow however many
+    # entities (a combined entity * time-span key overflows past a few thousand entities)
+    uniq, rank = np.unique(t, return_inverse=True)
+    bound = np.searchsorted(uniq, t - window_days * 86_400_000_000_000, side="right")  # first time inside
+    m = len(uniq) + 1
+    left = np.searchsorted(codes * m + rank, codes * m + bound, side="left")
     idx = np.arange(n)
     if fn == "count":
         return (idx + 1 - left).astype("float64")
