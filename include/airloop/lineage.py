@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -54,7 +55,7 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
     if run.info.run_id != row["model_run_id"]:
         raise RuntimeError(f"prediction names run {row['model_run_id']} but version {mv.version} has {mv.run_id}")
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=TRAINING_DATA_ARTIFACT)
-    training = json.loads(open(local).read())
+    training = json.loads(Path(local).read_text())
     for day in training:
         day["raw_intact"] = file_sha256(day["raw"]) == day["raw_sha256"]
     scored = batch_lineage(settings, ds)

@@ -91,13 +91,10 @@ def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
         # shadow: the challenger scores the same rows; its output never reaches the predictions table
         models["predictions_shadow"] = (challenger, load_model(settings, challenger.version))
     columns = [spec.entity, spec.timestamp, *spec.model_features]
-    rows, paths = 0, {}
-    with contextlib.ExitStack() as stack:
+    rows, paths = 0, {zone: settings.partition(zone, ds) / DATA_FILE for zone in models}
+    with contextlib.ExitStack() as stack:  # on exit: writers close, then each temp file is renamed
+        tmp = {zone: stack.enter_context(atomic_path(path)) for zone, path in paths.items()}
         writers: dict[str, Any] = {}
-        for zone in models:
-            paths[zone] = settings.partition(zone, ds) / DATA_FILE
-            writers[zone] = stack.enter_context(atomic_path(paths[zone]))
-        open_writers: dict[str, Any] = {}
         for batch in pq.ParquetFile(src).iter_batches(batch_size=chunk_rows, columns=columns):
             feats = batch.to_pandas()
             missing = feats[spec.model_features].isna().all(axis=1)
@@ -105,15 +102,13 @@ def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
                 raise RuntimeError(f"{int(missing.sum())} rows of {ds} have no features: materialize {ds} again")
             for zone, (mv, model) in models.items():
                 table = pa.Table.from_pandas(_predictions(settings, mv, model, feats, ds), preserve_index=False)
-                if zone not in open_writers:
-                    open_writers[zone] = stack.enter_context(pq.ParquetWriter(writers[zone], table.schema))
-                open_writers[zone].write_table(table)
+                if zone not in writers:
+                    writers[zone] = stack.enter_context(pq.ParquetWriter(tmp[zone], table.schema))
+                writers[zone].write_table(table)
             rows += len(feats)
         for zone, (mv, model) in models.items():  # an empty day still gets an (empty) partition
-            if zone not in open_writers:
-                _predictions(settings, mv, model, pd.DataFrame(columns=columns), ds).to_parquet(writers[zone])
-            else:
-                open_writers.pop(zone).close()
+            if zone not in writers:
+                _predictions(settings, mv, model, pd.DataFrame(columns=columns), ds).to_parquet(tmp[zone])
     result = {"ds": ds, "rows": rows, "model_version": str(champ.version), "path": str(paths["predictions"])}
     if "predictions_shadow" in models:
         result["shadow"] = {"model_version": str(challenger.version), "path": str(paths["predictions_shadow"])}
