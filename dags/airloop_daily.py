@@ -10,7 +10,10 @@ Runs nightly for the day that just ended (its data interval).
    with `REASON.txt` and the task fails without retries, so nothing downstream runs; failed
    `warning` expectations are logged and passed on. Release a fixed batch with `airloop_release`;
 3. **materialize** the day's features into the Feast online store;
-4. **score** the day's customers with `models:/airloop_churn@champion` (skipped until a champion exists).
+4. **score** the day's customers with `models:/airloop_churn@champion` (skipped until a champion exists):
+   `plan_scoring` fixes the model version and splits the day into shards of `AIRLOOP_SCORE_SHARD_ROWS`
+   rows, `score_shard` is mapped over them (in parallel on every worker), and `score` publishes the
+   shards as the day's predictions at once.
 
 **Triggering.** Nightly at `AIRLOOP_NIGHTLY_CRON` (default `0 0 * * *`) in `AIRLOOP_TIMEZONE`, for the
 interval that just ended; the run's logical date is the batch day. For one day by hand: *Trigger* →
@@ -37,8 +40,10 @@ from airloop_dag_support import (
     fail_if_quarantined,
     materialize_day,
     nightly,
+    plan_scoring_day,
+    publish_scores,
     s3_client_kwargs,
-    score_day,
+    score_shard,
 )
 
 
@@ -85,11 +90,19 @@ def airloop_daily():
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 
-    @task(outlets=[SCORES])
-    def score(materialized: dict) -> dict:
-        return score_day(materialized["ds"])
+    @task
+    def plan_scoring(materialized: dict) -> list[dict]:
+        return plan_scoring_day(materialized["ds"])
 
-    score(materialize(validate(ingest())))
+    @task(task_id="score_shard")  # mapped: one task per shard, spread over the workers
+    def score_one(shard: dict) -> dict:
+        return score_shard(shard)
+
+    @task(outlets=[SCORES])
+    def score(shards: list[dict]) -> dict:
+        return publish_scores(shards)
+
+    score(score_one.expand(shard=plan_scoring(materialize(validate(ingest())))))
 
 
 airloop_daily()

@@ -22,7 +22,9 @@ from airloop_dag_support import (
     VALIDATED_BATCH,
     fail_if_quarantined,
     materialize_day,
-    score_day,
+    plan_scoring_day,
+    publish_scores,
+    score_shard,
 )
 
 
@@ -60,11 +62,19 @@ def airloop_release():
     def materialize(released: dict) -> dict:
         return materialize_day(released["ds"])
 
-    @task(outlets=[SCORES])
-    def score(materialized: dict) -> dict:
-        return score_day(materialized["ds"])
+    @task
+    def plan_scoring(materialized: dict) -> list[dict]:
+        return plan_scoring_day(materialized["ds"])
 
-    score(materialize(release()))
+    @task(task_id="score_shard")  # mapped: one task per shard, spread over the workers
+    def score_one(shard: dict) -> dict:
+        return score_shard(shard)
+
+    @task(outlets=[SCORES])
+    def score(shards: list[dict]) -> dict:
+        return publish_scores(shards)
+
+    score(score_one.expand(shard=plan_scoring(materialize(release()))))
 
 
 airloop_release()

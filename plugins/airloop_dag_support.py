@@ -94,14 +94,31 @@ def materialize_day(ds: str) -> dict:
     return materialize_features(get_settings(), ds)
 
 
-def score_day(ds: str) -> dict:
-    """Task body shared by the daily and release DAGs: score the day, skipped until a champion exists."""
+def plan_scoring_day(ds: str) -> list[dict]:
+    """Task body shared by the daily and release DAGs: the day's scoring shards (models fixed, skew
+    checked), skipped until a champion exists."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from airloop.config import get_settings
-    from airloop.score import NoChampion, score_batch
+    from airloop.score import NoChampion, plan_scoring
 
     try:
-        return score_batch(get_settings(), ds)
+        return plan_scoring(get_settings(), ds)
     except NoChampion as exc:
         raise AirflowSkipException(str(exc)) from exc
+
+
+def score_shard(shard: dict) -> dict:
+    """Task body of the mapped scoring task: one shard of the day."""
+    from airloop.config import get_settings
+    from airloop.score import score_shard
+
+    return score_shard(get_settings(), shard)
+
+
+def publish_scores(shards: list[dict]) -> dict:
+    """Task body: the scored shards, in order, into the day's predictions partition at once."""
+    from airloop.config import get_settings
+    from airloop.score import publish_scores
+
+    return publish_scores(get_settings(), list(shards))

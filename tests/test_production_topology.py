@@ -18,6 +18,7 @@ import pytest
 
 from airloop.storage import DATA_FILE
 from production_topology import (
+    AIRFLOW_DB,
     LANDING_BUCKET,
     MLFLOW_BUCKET,
     MLFLOW_DB,
@@ -46,6 +47,8 @@ SHORT_HISTORY = {
     "AIRLOOP_RETRAIN_COOLDOWN_DAYS": "2",
     "AIRLOOP_ROWS_PER_DAY": "400",
     "AIRLOOP_CUSTOMERS": "2000",
+    # four scoring shards a day, mapped over both workers
+    "AIRLOOP_SCORE_SHARD_ROWS": "100",
     # one drifted check retrains here (the persistence rule is tested in test_monitor*.py); a 400-row
     # holdout judged without slices (~60 premium rows are too few; slices are tested in test_promote.py)
     "AIRLOOP_DRIFT_PERSIST_CHECKS": "1",
@@ -195,6 +198,32 @@ def test_tasks_ran_on_both_celery_workers(lifecycle):
     assert len(workers) >= 30, "celery_taskmeta should hold one row per executed task"
     names = {w.split("@")[0] for w in workers.values()}
     assert names == {"worker1", "worker2"}, names
+
+
+def test_a_days_scoring_shards_ran_in_parallel_on_both_workers(lifecycle, settings):
+    """``score_shard`` is mapped over the day's shards; in one run they overlap in time on both workers."""
+    from itertools import combinations
+
+    runs: dict[str, list[tuple]] = {}
+    for run_id, map_index, worker, start, end in query(
+        AIRFLOW_DB,
+        "SELECT ti.run_id, ti.map_index, m.worker, ti.start_date, ti.end_date FROM task_instance ti "
+        "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
+        "WHERE ti.dag_id = %s AND ti.task_id = 'score_shard' AND ti.state = 'success'",
+        (DAILY,),
+    ):
+        runs.setdefault(run_id, []).append((map_index, worker.split("@")[0], start, end))
+    shards = settings.rows_per_day // 100
+    assert runs and all(sorted(t[0] for t in tis) == list(range(shards)) for tis in runs.values()), runs
+    parallel = {
+        run_id
+        for run_id, tis in runs.items()
+        if any(a[1] != b[1] and a[2] < b[3] and b[2] < a[3] for a, b in combinations(tis, 2))
+    }
+    assert parallel, f"no run scored shards on both workers at once: {runs}"
+    out = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    assert len(out) == settings.rows_per_day and not out.duplicated(["customer_id", "event_timestamp"]).any()
+    assert not list((settings.lake_dir / "_staging").rglob("*.parquet")), "published parts are removed"
 
 
 def test_no_secret_reaches_a_log(lifecycle, topology):

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     gate_max_model_mb: float = 50.0
     gate_max_latency_ms: float = 50.0  # median single-row predict
     shadow_scoring: bool = False  # also score with the challenger, into predictions_shadow/
+    # rows per scoring shard: the daily DAG maps one task per shard, so a large day is scored on all workers
+    score_shard_rows: int = 1_000_000
 
     # monitoring
     drift_current_days: int = 3

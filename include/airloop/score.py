@@ -4,6 +4,7 @@ the online store is checked against it (training/serving skew)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,15 +62,15 @@ def check_skew(settings: Settings, ds: str, sample: pd.DataFrame, online: pd.Dat
     return report
 
 
-def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
-    """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
-    (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``).
+def plan_scoring(settings: Settings, ds: str) -> list[dict]:
+    """Fix what a scoring run of ``ds`` uses and split the day into shards.
 
-    Batch scoring reads the day's partition of the Feast offline source (the point-in-time values
-    of the day's own rows, written by the features stage) in chunks of ``chunk_rows``, so memory
-    stays flat however large the day. For the newest day a sample of entities is first checked
-    against the online store (training/serving skew): any mismatch fails the run, no predictions."""
-    import pyarrow as pa
+    Resolves the model versions once (the champion, and the challenger with ``shadow_scoring``), so
+    every shard scores with the same model even if an alias moves mid-run. For the newest day a
+    sample of entities is checked against the online store first (training/serving skew): any
+    mismatch fails the run, no predictions. Shards are runs of consecutive row groups of the day's
+    offline feature partition of at most ``score_shard_rows`` rows; the daily DAG maps one task
+    over them, so a large day is scored on every worker at once."""
     import pyarrow.parquet as pq
 
     spec = settings.spec
@@ -85,17 +86,45 @@ def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
         latest = keys.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
         sample = latest.sample(min(settings.skew_sample, len(latest)), random_state=settings.seed)
         check_skew(settings, ds, sample, online_features(settings, sample[spec.entity].tolist()))
-    models = {"predictions": (champ, load_model(settings, champ.version))}
+    models = {"predictions": champ}
     challenger = version_by_alias(settings, CHALLENGER) if settings.shadow_scoring else None
     if challenger is not None and str(challenger.version) != str(champ.version):
         # shadow: the challenger scores the same rows; its output never reaches the predictions table
-        models["predictions_shadow"] = (challenger, load_model(settings, challenger.version))
+        models["predictions_shadow"] = challenger
+    meta = pq.ParquetFile(src).metadata
+    shards: list[list[int]] = [[]]
+    rows = 0
+    for group in range(meta.num_row_groups):
+        n = meta.row_group(group).num_rows
+        if shards[-1] and rows + n > settings.score_shard_rows:
+            shards.append([])
+            rows = 0
+        shards[-1].append(group)
+        rows += n
+    versions = {zone: {"version": str(mv.version), "run_id": mv.run_id} for zone, mv in models.items()}
+    return [{"ds": ds, "shard": i, "row_groups": groups, "models": versions} for i, groups in enumerate(shards)]
+
+
+def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
+    return settings.lake_dir / "_staging" / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
+
+
+def score_shard(settings: Settings, shard: dict, chunk_rows: int = 250_000) -> dict:
+    """Score one shard of :func:`plan_scoring` into a staging part per output zone (atomic; a retry
+    rewrites the same part). Reads only the shard's row groups, in chunks of ``chunk_rows``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec, ds = settings.spec, shard["ds"]
+    models = {zone: (mv, load_model(settings, mv["version"])) for zone, mv in shard["models"].items()}
     columns = [spec.entity, spec.timestamp, *spec.model_features]
-    rows, paths = 0, {zone: settings.partition(zone, ds) / DATA_FILE for zone in models}
+    paths = {zone: _part_path(settings, zone, ds, shard["shard"]) for zone in models}
+    rows = 0
     with contextlib.ExitStack() as stack:  # on exit: writers close, then each temp file is renamed
         tmp = {zone: stack.enter_context(atomic_path(path)) for zone, path in paths.items()}
         writers: dict[str, Any] = {}
-        for batch in pq.ParquetFile(src).iter_batches(batch_size=chunk_rows, columns=columns):
+        src = pq.ParquetFile(settings.features_dir / f"{ds}.parquet")
+        for batch in src.iter_batches(batch_size=chunk_rows, row_groups=shard["row_groups"], columns=columns):
             feats = batch.to_pandas()
             missing = feats[spec.model_features].isna().all(axis=1)
             if missing.any():
@@ -106,16 +135,53 @@ def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
                     writers[zone] = stack.enter_context(pq.ParquetWriter(tmp[zone], table.schema))
                 writers[zone].write_table(table)
             rows += len(feats)
-        for zone, (mv, model) in models.items():  # an empty day still gets an (empty) partition
+        for zone, (mv, model) in models.items():  # an empty shard still gets an (empty) part
             if zone not in writers:
                 _predictions(settings, mv, model, pd.DataFrame(columns=columns), ds).to_parquet(tmp[zone])
-    result = {"ds": ds, "rows": rows, "model_version": str(champ.version), "path": str(paths["predictions"])}
+    return {**shard, "rows": rows, "parts": {zone: str(path) for zone, path in paths.items()}}
+
+
+def publish_scores(settings: Settings, shards: list[dict]) -> dict:
+    """Concatenate the scored shards' parts, in shard order, into ``predictions/ds=<ds>`` (and
+    ``predictions_shadow/``): streamed, and renamed into place at once, so readers see the whole day
+    or the previous version of it, never part of a day. Then the staging parts are removed."""
+    import pyarrow.parquet as pq
+
+    shards = sorted(shards, key=lambda s: s["shard"])
+    ds, models = shards[0]["ds"], shards[0]["models"]
+    paths = {zone: settings.partition(zone, ds) / DATA_FILE for zone in models}
+    for zone, path in paths.items():
+        with atomic_path(path) as tmp:
+            parts = [pq.ParquetFile(s["parts"][zone]) for s in shards]
+            with pq.ParquetWriter(tmp, parts[0].schema_arrow) as writer:
+                for part in parts:
+                    for batch in part.iter_batches():
+                        writer.write_batch(batch)
+    for s in shards:
+        for part in s["parts"].values():
+            Path(part).unlink(missing_ok=True)
+    result = {
+        "ds": ds,
+        "rows": sum(s["rows"] for s in shards),
+        "shards": len(shards),
+        "model_version": models["predictions"]["version"],
+        "path": str(paths["predictions"]),
+    }
     if "predictions_shadow" in models:
-        result["shadow"] = {"model_version": str(challenger.version), "path": str(paths["predictions_shadow"])}
+        shadow = models["predictions_shadow"]["version"]
+        result["shadow"] = {"model_version": shadow, "path": str(paths["predictions_shadow"])}
     return result
 
 
-def _predictions(settings: Settings, mv: Any, model: Any, feats: pd.DataFrame, ds: str) -> pd.DataFrame:
+def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
+    """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
+    (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``). The shards of
+    :func:`plan_scoring` are scored one after another here; the daily DAG scores them in parallel."""
+    shards = plan_scoring(settings, ds)
+    return publish_scores(settings, [score_shard(settings, s, chunk_rows) for s in shards])
+
+
+def _predictions(settings: Settings, mv: dict, model: Any, feats: pd.DataFrame, ds: str) -> pd.DataFrame:
     spec = settings.spec
     pred = predict(settings, model, feats[spec.model_features]) if len(feats) else np.array([], dtype="float64")
     return pd.DataFrame(
@@ -126,7 +192,7 @@ def _predictions(settings: Settings, mv: Any, model: Any, feats: pd.DataFrame, d
             "score": pred,
             "prediction": (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred,
             "model_name": settings.model_name,
-            "model_version": str(mv.version),
-            "model_run_id": mv.run_id,
+            "model_version": mv["version"],
+            "model_run_id": mv["run_id"],
         }
     )

@@ -33,10 +33,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_parquet(df: pd.DataFrame, target: Path) -> Path:
+def write_parquet(df: pd.DataFrame, target: Path, row_group_size: int | None = None) -> Path:
     """Write ``df`` to ``target`` atomically (deterministic bytes for the same frame)."""
     with atomic_path(target) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
+        df.to_parquet(tmp, index=False, engine="pyarrow", row_group_size=row_group_size)
     return target
 
 
