@@ -121,4 +121,5 @@ def publish_scores(shards: list[dict]) -> dict:
     from airloop.config import get_settings
     from airloop.score import publish_scores
 
-    return publish_scores(get_settings(), list(shards))
+    settings = get_settings()
+    return publish_scores(settings, list(shards), s3_client_kwargs(settings.s3_conn_id))

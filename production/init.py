@@ -12,7 +12,7 @@ import boto3
 import psycopg2
 
 PASSWORDS = Path("/opt/airflow/secrets/passwords.json")
-BUCKETS = (os.environ["AIRLOOP_S3_BUCKET"], "airloop-mlflow")
+BUCKETS = (os.environ["AIRLOOP_S3_BUCKET"], os.environ["AIRLOOP_S3_OUTPUT_BUCKET"], "airloop-mlflow")
 
 
 def main() -> None:

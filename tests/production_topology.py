@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT = "127.0.0.1", 5432, "127.0.0.1", 6379
 AIRFLOW_DB, MLFLOW_DB = "airloop_it_airflow", "airloop_it_mlflow"
 BROKER_DB, ONLINE_DB = 10, 11
-LANDING_BUCKET, MLFLOW_BUCKET = "airloop-landing", "airloop-mlflow"
+LANDING_BUCKET, MLFLOW_BUCKET, OUTPUT_BUCKET = "airloop-landing", "airloop-mlflow", "airloop-outputs"
 PORT_RANGE = range(28000, 29000)  # this project's live tests' ports
 
 # Keys the live test sets only to drive or speed up the test; everything else is the profile.
@@ -83,6 +83,7 @@ def production_env(
         "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{online_redis_port},db={ONLINE_DB}",
         "AIRLOOP_SOURCE": "s3",
         "AIRLOOP_S3_BUCKET": LANDING_BUCKET,
+        "AIRLOOP_S3_OUTPUT_BUCKET": OUTPUT_BUCKET,
         "AWS_ACCESS_KEY_ID": secrets_["aws_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": secrets_["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -418,7 +419,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
             aws_secret_access_key=secrets_["aws_secret_access_key"],
             region_name="us-east-1",
         )
-        for bucket in (LANDING_BUCKET, MLFLOW_BUCKET):
+        for bucket in (LANDING_BUCKET, MLFLOW_BUCKET, OUTPUT_BUCKET):
             client.create_bucket(Bucket=bucket)
         mlflow = topo.start("mlflow", mlflow_server_command(mlflow_port))
         topo.airflow("db", "migrate")

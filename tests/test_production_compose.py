@@ -92,6 +92,7 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
             "AIRLOOP_ONLINE_STORE",
             "AIRLOOP_SOURCE",
             "AIRLOOP_S3_BUCKET",
+            "AIRLOOP_S3_OUTPUT_BUCKET",
         ):
             assert env[key] == live_profile[key], key
         # same drivers / URL schemes as the live run

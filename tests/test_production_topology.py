@@ -23,6 +23,7 @@ from production_topology import (
     MLFLOW_BUCKET,
     MLFLOW_DB,
     ONLINE_DB,
+    OUTPUT_BUCKET,
     PG_HOST,
     PG_PORT,
     REDIS_HOST,
@@ -224,6 +225,16 @@ def test_a_days_scoring_shards_ran_in_parallel_on_both_workers(lifecycle, settin
     out = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
     assert len(out) == settings.rows_per_day and not out.duplicated(["customer_id", "event_timestamp"]).any()
     assert not list((settings.lake_dir / "_staging").rglob("*.parquet")), "published parts are removed"
+
+
+def test_predictions_are_published_to_the_output_bucket(lifecycle, settings):
+    import io
+
+    import boto3
+
+    body = boto3.client("s3").get_object(Bucket=OUTPUT_BUCKET, Key=f"predictions/ds={LAST_DAY}/{DATA_FILE}")["Body"]
+    exported = pd.read_parquet(io.BytesIO(body.read()))
+    pd.testing.assert_frame_equal(exported, pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE))
 
 
 def test_no_secret_reaches_a_log(lifecycle, topology):

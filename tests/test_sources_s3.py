@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -102,3 +103,23 @@ def test_no_objects_for_the_day_is_a_clear_error(s3_settings):
     settings, _ = s3_settings
     with pytest.raises(FileNotFoundError, match=f"under s3://landing-test/landing/ds={DAY}/"):
         ingest_batch(settings, DAY)
+
+
+def test_a_published_partition_is_exported_to_the_output_bucket_and_a_rerun_overwrites_it(s3_settings):
+    from airloop.sources import export_partition
+    from airloop.storage import DATA_FILE, write_parquet
+
+    settings, client = s3_settings
+    settings = settings.model_copy(update={"s3_output_bucket": "landing-test"})
+    with pytest.raises(ValueError, match="AIRLOOP_S3_OUTPUT_BUCKET"):
+        export_partition(settings.model_copy(update={"s3_output_bucket": None}), "predictions", DAY)
+    preds = pd.DataFrame({"customer_id": [1, 2], "score": [0.2, 0.9], "model_version": ["1", "1"]})
+    for version in ("1", "2"):  # a rerun of the day (a new champion) replaces the object
+        write_parquet(preds.assign(model_version=version), settings.partition("predictions", DAY) / DATA_FILE)
+        uri = export_partition(settings, "predictions", DAY)
+    assert uri == f"s3://landing-test/predictions/ds={DAY}/data.parquet"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="landing-test", Prefix="predictions/")["Contents"]]
+    assert keys == [f"predictions/ds={DAY}/data.parquet"]
+    body = client.get_object(Bucket="landing-test", Key=keys[0])["Body"].read()
+    got = pd.read_parquet(io.BytesIO(body))
+    assert list(got["model_version"]) == ["2", "2"] and list(got["score"]) == [0.2, 0.9]

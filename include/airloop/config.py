@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     s3_bucket: str = "airloop-landing"
     s3_prefix: str = "landing/ds={ds}/"
     s3_conn_id: str = "airloop_s3"
+    # published outputs (predictions) are also uploaded here when set, e.g. for a warehouse to load
+    s3_output_bucket: str | None = None
+    s3_output_prefix: str = "{zone}/ds={ds}/"
 
     # services
     mlflow_tracking_uri: str | None = None  # default: SQLite under home

@@ -13,6 +13,7 @@ import pandas as pd
 from airloop.config import Settings
 from airloop.features import online_features, training_frame
 from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
+from airloop.sources import export_partition
 from airloop.storage import DATA_FILE, atomic_path, write_json
 from airloop.train import predict
 
@@ -141,10 +142,11 @@ def score_shard(settings: Settings, shard: dict, chunk_rows: int = 250_000) -> d
     return {**shard, "rows": rows, "parts": {zone: str(path) for zone, path in paths.items()}}
 
 
-def publish_scores(settings: Settings, shards: list[dict]) -> dict:
+def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dict[str, Any] | None = None) -> dict:
     """Concatenate the scored shards' parts, in shard order, into ``predictions/ds=<ds>`` (and
     ``predictions_shadow/``): streamed, and renamed into place at once, so readers see the whole day
-    or the previous version of it, never part of a day. Then the staging parts are removed."""
+    or the previous version of it, never part of a day. Then the staging parts are removed. With
+    ``s3_output_bucket`` the predictions are also uploaded there (``s3_client_kwargs`` for boto3)."""
     import pyarrow.parquet as pq
 
     shards = sorted(shards, key=lambda s: s["shard"])
@@ -167,6 +169,8 @@ def publish_scores(settings: Settings, shards: list[dict]) -> dict:
         "model_version": models["predictions"]["version"],
         "path": str(paths["predictions"]),
     }
+    if settings.s3_output_bucket:
+        result["s3_uri"] = export_partition(settings, "predictions", ds, s3_client_kwargs)
     if "predictions_shadow" in models:
         shadow = models["predictions_shadow"]["version"]
         result["shadow"] = {"model_version": shadow, "path": str(paths["predictions_shadow"])}

@@ -1,4 +1,5 @@
-"""Sources: where a day's landing files come from — the local landing folder or S3 (boto3)."""
+"""Sources and sinks: where a day's landing files come from (the local landing folder or S3) and where its
+published outputs go besides the lake (S3, optional), through boto3."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from airloop.config import Settings
+from airloop.storage import DATA_FILE
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -46,3 +48,17 @@ def describe(settings: Settings, ds: str) -> str:
     if settings.source == "s3":
         return f"s3://{settings.s3_bucket}/{settings.s3_prefix.format(ds=ds)}"
     return str(settings.landing_dir / f"ds={ds}")
+
+
+def export_partition(settings: Settings, zone: str, ds: str, client_kwargs: dict[str, Any] | None = None) -> str:
+    """Upload the lake partition file of ``zone`` for ``ds`` to ``s3://<s3_output_bucket>/<s3_output_prefix>``;
+    return its URI. One PUT per file: readers see the previous object or the new one, never part of it,
+    and a rerun of the same day overwrites the same key."""
+    import boto3
+
+    if not settings.s3_output_bucket:
+        raise ValueError("no output bucket configured: set AIRLOOP_S3_OUTPUT_BUCKET")
+    key = settings.s3_output_prefix.format(zone=zone, ds=ds) + DATA_FILE
+    client = boto3.client("s3", **(client_kwargs or {}))
+    client.upload_file(str(settings.partition(zone, ds) / DATA_FILE), settings.s3_output_bucket, key)
+    return f"s3://{settings.s3_output_bucket}/{key}"
