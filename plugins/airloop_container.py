@@ -74,7 +74,7 @@ class AirloopDockerOperator(DockerOperator):
     """DockerOperator that explains a missing engine, puts the container's log tail into a failure and returns
     the JSON result that ``airloop ... --json`` prints as its last line."""
 
-    def _engine_unreachable(self, exc: Exception) -> AirflowException:
+    def _engine_unreachable(self) -> AirflowException:
         import docker
 
         urls = [self.docker_url] if isinstance(self.docker_url, str) else list(self.docker_url)
@@ -97,7 +97,7 @@ class AirloopDockerOperator(DockerOperator):
         try:
             self.hook.get_conn()  # connects: the hook pings the engine
         except AirflowException as exc:
-            raise self._engine_unreachable(exc) from exc
+            raise self._engine_unreachable() from exc
         try:
             last_line = super().execute(context)
         except DockerContainerFailedException as exc:
