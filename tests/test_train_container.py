@@ -146,3 +146,20 @@ def test_without_a_docker_engine_the_task_fails_at_once_in_plain_words(airflow_d
     assert "FileNotFoundError" in out  # the docker SDK's own reason, kept beside the plain words
     assert "or unset AIRLOOP_CONTAINER_IMAGE to train inside the worker" in out
     assert elapsed < 120, f"took {elapsed:.0f} s: a missing engine must not hang the task"
+
+
+def test_an_engine_address_where_nothing_listens_is_named_as_such(container_dag):
+    """The same path straight through the operator, against a loopback TCP port that is closed."""
+    import socket
+
+    from airflow.sdk.exceptions import AirflowException
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    train = container_dag.get_task("train")
+    train.docker_url = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(AirflowException) as err:
+        train.execute({})
+    assert f"tcp://127.0.0.1:{port}: nothing listens there" in str(err.value)
+    assert "Connection refused" in str(err.value)
