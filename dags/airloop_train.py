@@ -12,13 +12,18 @@ on the model version; the task log says which rule decided. Backfill runs never 
 To undo a promotion, trigger `airloop_rollback`.
 
 Triggered by `airloop_monitor` (drift or cold start, with the reason in the run's conf) or by hand.
+With `AIRLOOP_CONTAINER_IMAGE` set, `train` runs `airloop train` in a container of that image.
 """
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import DAG_DEFAULTS, MODEL
+
+CONTAINER_IMAGE = os.environ.get("AIRLOOP_CONTAINER_IMAGE")
 
 
 @dag(
@@ -59,15 +64,21 @@ def airloop_train():
     @task(outlets=[MODEL])
     def train(params: dict | None = None, ds: str | None = None, run_id: str | None = None) -> dict:
         from airloop.config import get_settings
-        from airloop.storage import partition_dates
         from airloop.train import train_model
 
         settings = get_settings()
-        end = params.get("end_date") or ds or partition_dates(settings.lake_dir / "validated")[-1]
+        end = params.get("end_date") or ds  # None: the latest validated day
         trigger = {"reason": params["reason"], "ds": params.get("trigger_ds") or "", "airflow_run_id": run_id}
         return train_model(
             settings, end, params["window_days"], params["model_type"], params.get("hyperparameters"), trigger=trigger
         )
+
+    if CONTAINER_IMAGE:  # optional: the same `airloop train` in its own container (plugins/airloop_container.py)
+        from airloop_container import train_in_container
+
+        trained = train_in_container(CONTAINER_IMAGE, outlets=[MODEL]).output
+    else:
+        trained = train()
 
     @task
     def gate(trained: dict, dag_run=None) -> dict:
@@ -88,7 +99,7 @@ def airloop_train():
             send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 
-    gate(train())
+    gate(trained)
 
 
 airloop_train()

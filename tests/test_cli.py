@@ -14,7 +14,7 @@ import pytest
 from airloop.simulate import Scenario, write_landing
 
 AIRLOOP = str(Path(sys.executable).with_name("airloop"))
-SUBCOMMANDS = ["simulate", "validate", "suite", "release", "status", "features-env"]
+SUBCOMMANDS = ["simulate", "validate", "suite", "release", "status", "features-env", "train"]
 
 
 def _run(settings, *args):
@@ -45,3 +45,11 @@ def test_status_json_on_an_empty_home(settings):
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["champion_version"] is None and status["quarantined"] == [] and status["retrains"] == []
+
+
+def test_train_says_plainly_when_there_is_nothing_to_train_on(settings):
+    out = _run(settings, "train", "--json")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"airloop train: error: no validated day under {settings.lake_dir / 'validated'} to train on yet"
+    )

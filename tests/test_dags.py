@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +40,18 @@ def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
             assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use DEFAULT_ARGS (failure alert email)"
 
 
+@pytest.mark.parametrize("image", ["", "airloop:0.1.0"], ids=["in-worker", "containerised"])
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
-def test_dag_file_does_not_import_heavy_libraries(path):
+def test_dag_file_does_not_import_heavy_libraries(path, image):
+    """In both training modes (AIRLOOP_CONTAINER_IMAGE unset / set); the docker SDK only when the mode is on."""
     code = (
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('dagfile', {str(path)!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+        f"print(json.dumps([m for m in {[*HEAVY, 'docker']!r} if m in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "AIRLOOP_CONTAINER_IMAGE": image}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert loaded == [], f"{path.name} imports {loaded} at parse time: move the import inside the task function"
+    expected = ["docker"] if image and path.name == "airloop_train.py" else []
+    assert loaded == expected, f"{path.name} imports {loaded} at parse time: move the import inside the task function"

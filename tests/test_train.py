@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +72,34 @@ def test_same_window_and_seed_give_the_same_metrics(prepared, model_type):
     b = train_model(prepared, END, model_type=model_type)
     assert a["run_id"] != b["run_id"]
     assert a["metrics"] == b["metrics"]
+
+
+def test_the_containerised_tasks_command_trains_like_the_task(prepared, monkeypatch):
+    """The argv the containerised train task gives its container (rendered by the real operator, for a run without
+    a logical date), run here for real but outside a container: the output is merged as Docker's log stream is, and
+    its last line is the result the task returns."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRLOOP_CONTAINER_IMAGE", "airloop:0.1.0")
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "airloop_train.py")).dags["airloop_train"]
+    train = dag.get_task("train")
+    params = {**dag.params.dump(), "reason": "drift", "trigger_ds": END, "hyperparameters": {"C": 0.5}}
+    train.render_template_fields({"params": params, "run_id": "retrain__x"})
+    argv = [str(Path(sys.executable).with_name("airloop")), *train.command[1:]]
+    env = {**os.environ, "AIRLOOP_HOME": str(prepared.home), "PYTHONUNBUFFERED": "1"}  # as in the image
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    c = client(prepared)
+    run = c.get_run(result["run_id"])
+    assert run.data.params["train_end"] == END and run.data.params["hp_C"] == "0.5"  # no ds: latest validated day
+    t = run.data.tags
+    assert (t["airloop.trigger_reason"], t["airloop.trigger_ds"], t["airloop.airflow_run_id"]) == (
+        "drift",
+        END,
+        "retrain__x",
+    )
+    assert str(c.get_model_version_by_alias(prepared.model_name, "challenger").version) == str(result["version"])
 
 
 def test_hyperparameters_are_applied_and_unknown_ones_refused(prepared):

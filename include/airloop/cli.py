@@ -84,6 +84,19 @@ def cmd_features_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from airloop.train import train_model
+
+    trigger = {"reason": args.reason, "ds": args.trigger_ds or "", "airflow_run_id": args.airflow_run_id or ""}
+    params = json.loads(args.hyperparameters) if args.hyperparameters else None
+    result = train_model(
+        get_settings(), args.end_date or None, args.window_days, args.model_type or None, params, trigger=trigger
+    )
+    # --json: one line, last, so a caller reading the last line of the log (DockerOperator's XCom) gets it all
+    print(json.dumps(result, default=str) if args.json else f"registered version {result['version']} as challenger")
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from airloop.promote import evaluate_gate, explain_decision
 
@@ -154,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("release", cmd_release, "Re-validate a fixed quarantined batch and, if it passes, move it on.")
     p.add_argument("--date", required=True, help="the quarantined date, YYYY-MM-DD")
     p.add_argument("--path", help="the fixed file or folder (default: the quarantined batch, edited in place)")
+
+    p = add("train", cmd_train, "Train a challenger on a validated window (what airloop_train's train task runs).")
+    p.add_argument("--end-date", help="last day of the window (default: the latest validated day)")
+    p.add_argument("--window-days", type=lambda v: int(v) if v else None, help="default: AIRLOOP_TRAIN_WINDOW_DAYS")
+    p.add_argument("--model-type", help="estimator (default: AIRLOOP_MODEL_TYPE, else the task's default)")
+    p.add_argument("--hyperparameters", help="estimator keyword arguments as JSON, e.g. '{\"C\": 0.5}'")
+    p.add_argument("--reason", default="manual", help="why this run trains (recorded in MLflow)")
+    p.add_argument("--trigger-ds", help="the day whose check triggered this run (recorded in MLflow)")
+    p.add_argument("--airflow-run-id", help="the Airflow run that asked for it (recorded in MLflow)")
 
     p = add("promote", cmd_promote, "Run the promotion gate for a model version (or force it, with a reason).")
     p.add_argument("--version", required=True, help="the registered model version")

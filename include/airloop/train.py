@@ -157,18 +157,24 @@ def _git_commit() -> str:
 
 def train_model(
     settings: Settings,
-    end_ds: str,
+    end_ds: str | None,
     window_days: int | None = None,
     model_type: str | None = None,
     params: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
 ) -> dict:
-    """Train on the validated window ending at ``end_ds``, log everything to MLflow, register the
-    model and give it the ``challenger`` alias. The last ``holdout_days`` are held out (time split)."""
+    """Train on the validated window ending at ``end_ds`` (default: the latest validated day), log everything
+    to MLflow, register the model and give it the ``challenger`` alias. The last ``holdout_days`` are held out
+    (time split)."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    if not end_ds:
+        validated = partition_dates(settings.lake_dir / "validated")
+        if not validated:
+            raise ValueError(f"no validated day under {settings.lake_dir / 'validated'} to train on yet")
+        end_ds = validated[-1]
     spec = settings.spec
     window_days = window_days or settings.train_window_days
     model_type = model_type or settings.estimator
