@@ -4,6 +4,7 @@ the online store is checked against it (training/serving skew)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,27 +119,30 @@ def score_shard(settings: Settings, shard: dict, chunk_rows: int = 250_000) -> d
 
     spec, ds = settings.spec, shard["ds"]
     models = {zone: (mv, load_model(settings, mv["version"])) for zone, mv in shard["models"].items()}
-    columns = [spec.entity, spec.timestamp, *spec.model_features]
+    keys = [spec.entity, spec.timestamp]
     paths = {zone: _part_path(settings, zone, ds, shard["shard"]) for zone in models}
     rows = 0
     with contextlib.ExitStack() as stack:  # on exit: writers close, then each temp file is renamed
         tmp = {zone: stack.enter_context(atomic_path(path)) for zone, path in paths.items()}
         writers: dict[str, Any] = {}
         src = pq.ParquetFile(settings.features_dir / f"{ds}.parquet")
+        columns = [*keys, *spec.model_features]
         for batch in src.iter_batches(batch_size=chunk_rows, row_groups=shard["row_groups"], columns=columns):
-            feats = batch.to_pandas()
-            missing = feats[spec.model_features].isna().all(axis=1)
+            feats = batch.select(spec.model_features).to_pandas()
+            missing = feats.isna().all(axis=1)
             if missing.any():
                 raise RuntimeError(f"{int(missing.sum())} rows of {ds} have no features: materialize {ds} again")
             for zone, (mv, model) in models.items():
-                table = pa.Table.from_pandas(_predictions(settings, mv, model, feats, ds), preserve_index=False)
+                table = _predictions(settings, mv, model, pa.Table.from_batches([batch.select(keys)]), feats, ds)
                 if zone not in writers:
                     writers[zone] = stack.enter_context(pq.ParquetWriter(tmp[zone], table.schema))
                 writers[zone].write_table(table)
             rows += len(feats)
         for zone, (mv, model) in models.items():  # an empty shard still gets an (empty) part
             if zone not in writers:
-                _predictions(settings, mv, model, pd.DataFrame(columns=columns), ds).to_parquet(tmp[zone])
+                empty = src.schema_arrow.empty_table()
+                table = _predictions(settings, mv, model, empty.select(keys), empty.select(spec.model_features), ds)
+                pq.write_table(table, tmp[zone])
     return {**shard, "rows": rows, "parts": {zone: str(path) for zone, path in paths.items()}}
 
 
@@ -153,6 +157,10 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
     ds, models = shards[0]["ds"], shards[0]["models"]
     paths = {zone: settings.partition(zone, ds) / DATA_FILE for zone in models}
     for zone, path in paths.items():
+        if len(shards) == 1:  # nothing to concatenate: the part is renamed into place
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(shards[0]["parts"][zone], path)
+            continue
         with atomic_path(path) as tmp:
             parts = [pq.ParquetFile(s["parts"][zone]) for s in shards]
             with pq.ParquetWriter(tmp, parts[0].schema_arrow) as writer:
@@ -185,18 +193,23 @@ def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
     return publish_scores(settings, [score_shard(settings, s, chunk_rows) for s in shards])
 
 
-def _predictions(settings: Settings, mv: dict, model: Any, feats: pd.DataFrame, ds: str) -> pd.DataFrame:
-    spec = settings.spec
-    pred = predict(settings, model, feats[spec.model_features]) if len(feats) else np.array([], dtype="float64")
-    return pd.DataFrame(
+def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any, ds: str) -> Any:
+    """The prediction rows of one chunk as an Arrow table: ``keys`` (entity, timestamp) as read, then the
+    score and the model's identity (built in Arrow: no pandas round trip for the output)."""
+    import pyarrow as pa
+
+    spec, n = settings.spec, keys.num_rows
+    pred = predict(settings, model, feats) if n else np.array([], dtype="float64")
+    label = (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred
+    return pa.table(
         {
-            spec.entity: feats[spec.entity].astype("int64"),
-            spec.timestamp: feats[spec.timestamp],
-            "ds": ds,
-            "score": pred,
-            "prediction": (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred,
-            "model_name": settings.model_name,
-            "model_version": mv["version"],
-            "model_run_id": mv["run_id"],
+            spec.entity: keys.column(spec.entity).cast(pa.int64()),
+            spec.timestamp: keys.column(spec.timestamp),
+            "ds": pa.repeat(ds, n),
+            "score": pa.array(pred, pa.float64()),
+            "prediction": pa.array(label),
+            "model_name": pa.repeat(settings.model_name, n),
+            "model_version": pa.repeat(mv["version"], n),
+            "model_run_id": pa.repeat(mv["run_id"], n),
         }
     )
