@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, write_json, write_parquet
+from airloop.storage import DATA_FILE, atomic_path, write_json
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
@@ -228,7 +229,8 @@ def validate_batch(settings: Settings, ds: str) -> dict:
             docs_page=docs_page,
         )
     write_json(summary, validated / "validation.json")
-    write_parquet(df, validated / DATA_FILE)
+    with atomic_path(validated / DATA_FILE) as tmp:  # the same rows: copy the bytes, no second encode
+        shutil.copyfile(raw, tmp)
     return {
         "ds": ds,
         "success": True,
