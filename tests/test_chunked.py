@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,14 @@ def _run(settings, monkeypatch, chunk_rows: int) -> tuple[pd.DataFrame, dict, di
     ingested = ingest_batch(s, DAY)
     raw = pd.read_parquet(s.partition("raw", DAY) / DATA_FILE)
     try:
-        validate_batch(s, DAY)
+        page = Path(validate_batch(s, DAY)["data_docs"])
         checked = json.loads((s.partition("validated", DAY) / "validation.json").read_text())
         assert pd.read_parquet(s.partition("validated", DAY) / DATA_FILE).equals(raw)
-    except BatchQuarantined:
+    except BatchQuarantined as err:
+        page = Path(str(err).split("Data Docs: ")[1].strip())
         checked = json.loads((s.partition("quarantine", DAY) / "validation.json").read_text())
+        assert pd.read_parquet(s.partition("quarantine", DAY) / DATA_FILE).equals(raw)
+    assert page.is_file() and "expect_column_values_to_not_be_null" in page.read_text()  # the Data Docs page
     for key in ("sha256", "path"):  # the row groups differ with the chunk size, the rows do not
         ingested.pop(key)
     return raw, ingested, checked
