@@ -64,15 +64,6 @@ def read_file(path: Path) -> pd.DataFrame:
     return pd.concat(read_chunks(path, 1 << 20), ignore_index=True)
 
 
-def _first_bad(raw: pd.Series, parsed: pd.Series) -> str | None:
-    """``'value' at row N`` for the first value that did not parse (the index is the row number)."""
-    bad = parsed.isna() & raw.notna()
-    if not bad.any():
-        return None
-    row = bad.idxmax()
-    return f"{raw[row]!r} at row {row}"
-
-
 def coerce(
     df: pd.DataFrame, spec: DatasetSpec, text: frozenset[str] = frozenset(), nullable: frozenset[str] = frozenset()
 ) -> tuple[pd.DataFrame, list[str]]:
