@@ -24,7 +24,7 @@ def quarantine_batch(
     settings: Settings,
     ds: str,
     reason: str,
-    data: pd.DataFrame | None = None,
+    data: pd.DataFrame | Path | None = None,
     files: list[Path] | None = None,
     result: dict | None = None,
     docs_page: str | None = None,
@@ -36,7 +36,9 @@ def quarantine_batch(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        if data is not None:
+        if isinstance(data, Path):  # a Parquet file already written: copy its bytes
+            shutil.copyfile(data, staging / DATA_FILE)
+        elif data is not None:
             write_parquet(data, staging / DATA_FILE)
         for f in files or []:
             (staging / "files").mkdir(exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, write_json, write_parquet
+from airloop.storage import DATA_FILE, atomic_path, write_json
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
@@ -27,6 +28,30 @@ BLOCK, WARN = "critical", "warning"
 # BASIC keeps what our messages use (observed value, unexpected counts, up to 20 examples) and is
 # ~1.7x faster than GX's default SUMMARY on 1 M rows (bench/validation_throughput.py)
 RESULT_FORMAT = "BASIC"
+# A day larger than ``settings.chunk_rows`` is validated in parts. These expectations give one verdict
+# per row, so their counts over the day are the sums of their counts over its chunks (GX validates
+# each chunk; ``_merge`` applies GX's own success rule to the sums); the pandas type checks compare
+# the column's dtype, the same in every chunk of one Parquet file.
+ROW_LEVEL = {
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_not_be_in_set",
+    "expect_column_values_to_match_regex",
+    "expect_column_values_to_not_match_regex",
+    "expect_column_values_to_be_in_type_list",
+    "expect_column_values_to_be_of_type",
+}
+# These look at the column names only: GX checks them on the day's schema (no rows). Every other
+# expectation (row count, uniqueness, hand-written aggregates) sees the whole day at once, read
+# with only the columns it names.
+SCHEMA_LEVEL = {
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_table_column_count_to_equal",
+    "expect_table_column_count_to_be_between",
+    "expect_column_to_exist",
+}
 
 
 def _import_gx() -> Any:
@@ -195,6 +220,125 @@ def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict,
     return summarize(result), page
 
 
+def _merge(parts: list[Any]) -> Any:
+    """One row-level expectation's result over the day from its results over the chunks: counts
+    summed, the first 20 unexpected values, and GX's success rule (``mostly`` of the non-null rows,
+    of all rows for not-null; vacuously true without rows)."""
+    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.expectations.expectation import _format_map_output
+    from great_expectations.expectations.expectation_configuration import parse_result_format
+
+    first = parts[0]
+    if _raised(first) or "unexpected_count" not in (first.result or {}):
+        # a dtype-level check (the same in every chunk) or an error (e.g. a missing column)
+        return next((p for p in parts if not p.success), first)
+    cfg = first.expectation_config
+    total = sum(p.result["element_count"] for p in parts)
+    unexpected = sum(p.result["unexpected_count"] for p in parts)
+    not_null = cfg.type == "expect_column_values_to_not_be_null"
+    considered = total if not_null else total - sum(p.result["missing_count"] for p in parts)
+    success = considered == 0 or (considered - unexpected) / considered >= cfg.kwargs.get("mostly", 1.0)
+    out = _format_map_output(
+        result_format=parse_result_format(RESULT_FORMAT),
+        success=success,
+        element_count=total,
+        nonnull_count=None if not_null else considered,
+        unexpected_count=unexpected,
+        unexpected_list=[v for p in parts for v in p.result["partial_unexpected_list"]],
+    )
+    return ExpectationValidationResult(
+        success=success, expectation_config=cfg, result=out["result"], exception_info=first.exception_info
+    )
+
+
+def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | None]:
+    """Validate a day too large for one frame, with memory flat in its size for the row-level
+    expectations: each chunk of ``chunk_rows`` rows through GX, results merged; the column-set
+    expectations on the schema; the rest on the whole day read with only the columns they name.
+    The merged result is stored and rendered in the Data Docs site like a Checkpoint's."""
+    import pyarrow.parquet as pq
+
+    gx = _import_gx()
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    suite = json.loads(settings.suite_path.read_text())
+    groups: dict[str, list[int]] = {"rows": [], "schema": [], "day": []}
+    for i, e in enumerate(suite["expectations"]):
+        groups["rows" if e["type"] in ROW_LEVEL else "schema" if e["type"] in SCHEMA_LEVEL else "day"].append(i)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    batches = (
+        context.data_sources.add_pandas("airloop")
+        .add_dataframe_asset("chunks")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+
+    def check(group: str, df: pd.DataFrame) -> list[Any]:
+        part = gx.ExpectationSuite(
+            name=f"{suite['name']}_{group}", expectations=[suite["expectations"][i] for i in groups[group]]
+        )
+        batch = batches.get_batch(batch_parameters={"dataframe": df})
+        return batch.validate(part, expectation_parameters=interval(ds), result_format=RESULT_FORMAT).results
+
+    file = pq.ParquetFile(raw)
+    parts = (
+        [check("rows", b.to_pandas()) for b in file.iter_batches(batch_size=settings.chunk_rows)]
+        if groups["rows"]
+        else []
+    )
+    results = dict(zip(groups["rows"], map(_merge, zip(*parts, strict=True)), strict=True)) if parts else {}
+    results.update(zip(groups["schema"], check("schema", file.schema_arrow.empty_table().to_pandas()), strict=True))
+    if groups["day"]:
+        named = {
+            c
+            for i in groups["day"]
+            for k in ("column", "column_list", "column_A", "column_B")
+            for c in _names(suite["expectations"][i]["kwargs"].get(k))
+        }
+        columns = [c for c in file.schema_arrow.names if c in named]
+        day = (
+            pq.read_table(raw, columns=columns).to_pandas()
+            if columns
+            else pd.DataFrame(index=pd.RangeIndex(file.metadata.num_rows))
+        )
+        results.update(zip(groups["day"], check("day", day), strict=True))
+    # GX's order: the expectations that raised an error first, then the others, each in suite order
+    ordered = sorted((results[i] for i in range(len(suite["expectations"]))), key=lambda r: not _raised(r))
+    stats = calc_validation_statistics(ordered)
+    merged = ExpectationSuiteValidationResult(
+        success=stats.success,
+        results=ordered,
+        suite_name=suite["name"],
+        suite_parameters=interval(ds),
+        statistics=stats._asdict(),
+        meta={"run_id": ds, "chunk_rows": settings.chunk_rows, "rows": file.metadata.num_rows},
+    )
+    docs = gx.get_context(mode="file", project_root_dir=str(settings.home))
+    key = ValidationResultIdentifier(
+        ExpectationSuiteIdentifier(name=suite["name"]), RunIdentifier(run_name=ds), "airloop-daily_batch-chunked"
+    )
+    docs.validation_results_store.set(key, merged)
+    docs.build_data_docs(resource_identifiers=[key])
+    urls = docs.get_docs_sites_urls(resource_identifier=key)
+    return summarize(merged), urls[0]["site_url"].removeprefix("file://") if urls else None
+
+
+def _raised(r: Any) -> bool:
+    """Whether GX reports an error for this result (one exception dict, or one per metric)."""
+    info = r.exception_info or {}
+    return any(e.get("raised_exception") for e in ([info] if "raised_exception" in info else info.values()))
+
+
+def _names(value: Any) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def explain(summary: dict, key: str = "failed") -> str:
     """The failed expectations in plain words, one per line."""
     lines = []
@@ -211,8 +355,13 @@ def validate_batch(settings: Settings, ds: str) -> dict:
     raw = settings.partition("raw", ds) / DATA_FILE
     if not raw.exists():
         raise FileNotFoundError(f"no raw partition for {ds} at {raw}: run ingestion first")
-    df = pd.read_parquet(raw)
-    checked, docs_page = run_checkpoint(settings, df, ds)
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(raw).metadata.num_rows
+    if rows > settings.chunk_rows:  # memory flat in the day's size (see ROW_LEVEL)
+        checked, docs_page = run_chunked(settings, raw, ds)
+    else:
+        checked, docs_page = run_checkpoint(settings, pd.read_parquet(raw), ds)
     summary = {"ds": ds, **checked}
     validated = settings.partition("validated", ds)
     if not summary["success"]:
@@ -223,16 +372,17 @@ def validate_batch(settings: Settings, ds: str) -> dict:
             ds,
             reason=f"{len(summary['failed'])} of {summary['evaluated']} blocking expectations failed:\n"
             f"{explain(summary)}" + "".join(f"\n- ingestion: {n}" for n in notes),
-            data=df,
+            data=raw,
             result=summary,
             docs_page=docs_page,
         )
     write_json(summary, validated / "validation.json")
-    write_parquet(df, validated / DATA_FILE)
+    with atomic_path(validated / DATA_FILE) as tmp:  # the same rows: copy the bytes, no second encode
+        shutil.copyfile(raw, tmp)
     return {
         "ds": ds,
         "success": True,
-        "rows": len(df),
+        "rows": rows,
         "warnings": [f"{w['expectation']} on {w['column']}: observed {w['observed']}" for w in summary["warnings"]],
         "data_docs": docs_page,
         "path": str(validated / DATA_FILE),

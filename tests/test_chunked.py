@@ -1,0 +1,81 @@
+"""A day ingested and validated in many small chunks gives the same result as in one chunk."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airloop.ingest import ingest_batch
+from airloop.quarantine import BatchQuarantined
+from airloop.simulate import simulate_day
+from airloop.storage import DATA_FILE
+from airloop.validate import validate_batch
+
+DAY = "2026-01-03"
+ONE_CHUNK, SMALL = 1_000_000, 37  # 600 rows: one chunk, or 17 chunks over two files
+
+
+def _land(settings, df: pd.DataFrame) -> None:
+    """Half the day as CSV, half as Parquet (with a pandas index column), as two landing files."""
+    folder = settings.landing_dir / f"ds={DAY}"
+    folder.mkdir(parents=True, exist_ok=True)
+    half = len(df) // 2
+    df.iloc[:half].to_csv(folder / "part-1.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    df.iloc[half:].set_index(pd.Index(np.arange(half, len(df)) * 3)).to_parquet(folder / "part-2.parquet")
+
+
+def _run(settings, monkeypatch, chunk_rows: int) -> tuple[pd.DataFrame, dict, dict]:
+    """Ingest and validate the day with ``chunk_rows``: (raw rows, ingest summary, validation summary)."""
+    monkeypatch.setenv("AIRLOOP_CHUNK_ROWS", str(chunk_rows))
+    from airloop.config import get_settings
+
+    s = get_settings()
+    ingested = ingest_batch(s, DAY)
+    raw = pd.read_parquet(s.partition("raw", DAY) / DATA_FILE)
+    try:
+        page = Path(validate_batch(s, DAY)["data_docs"])
+        checked = json.loads((s.partition("validated", DAY) / "validation.json").read_text())
+        assert pd.read_parquet(s.partition("validated", DAY) / DATA_FILE).equals(raw)
+    except BatchQuarantined as err:
+        page = Path(str(err).split("Data Docs: ")[1].strip())
+        checked = json.loads((s.partition("quarantine", DAY) / "validation.json").read_text())
+        assert pd.read_parquet(s.partition("quarantine", DAY) / DATA_FILE).equals(raw)
+    assert page.is_file() and "support_calls_30d" in page.read_text()  # the Data Docs page
+    for key in ("sha256", "path"):  # the row groups differ with the chunk size, the rows do not
+        ingested.pop(key)
+    return raw, ingested, checked
+
+
+def _flawed_day(settings) -> pd.DataFrame:
+    """Flaws that only show in late chunks: a bad number, a null integer, a duplicate across the
+    files, an extra column in the second file only."""
+    df = simulate_day(date.fromisoformat(DAY), settings).astype({"monthly_charges": "object"})
+    df.loc[250, "monthly_charges"] = "about 40"
+    df["support_calls_30d"] = df["support_calls_30d"].astype("Int64")
+    df.loc[590, "support_calls_30d"] = pd.NA
+    df.loc[599, ["customer_id", "event_timestamp"]] = df.loc[1, ["customer_id", "event_timestamp"]].to_numpy()
+    df.loc[450:, "coupon_code"] = "XMAS"
+    return df
+
+
+@pytest.mark.parametrize("flawed", [False, True], ids=["clean", "flawed"])
+def test_many_chunks_equal_one_chunk(settings, monkeypatch, flawed):
+    df = _flawed_day(settings) if flawed else simulate_day(date.fromisoformat(DAY), settings)
+    _land(settings, df)
+    raw, ingested, checked = _run(settings, monkeypatch, ONE_CHUNK)
+    raw_small, ingested_small, checked_small = _run(settings, monkeypatch, SMALL)
+    pd.testing.assert_frame_equal(raw_small, raw)
+    assert ingested_small == ingested and checked_small == checked
+    assert len(raw) == len(df) and checked["success"] is not flawed
+    if flawed:
+        assert str(raw["monthly_charges"].dtype) == "string" and str(raw["support_calls_30d"].dtype) == "Int64"
+        assert "column 'monthly_charges' is not float: 'about 40' at row 250" in ingested["coercion_notes"]
+        failed = {(f["expectation"], str(f["column"])) for f in checked["failed"]}
+        assert ("expect_compound_columns_to_be_unique", "['customer_id', 'event_timestamp']") in failed
+        assert ("expect_column_values_to_not_be_null", "support_calls_30d") in failed
+        assert ("expect_table_columns_to_match_set", "None") in failed
