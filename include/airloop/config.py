@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     min_new_labels: int = 200  # labelled rows after the last training window needed before a retrain
     label_delay_days: int = 1  # the simulator delivers the labels of day D on day D + this
     drift_sample_rows: int = 100_000  # rows per side the drift reports read (a seeded sample above it; 0: all)
-    chunk_rows: int = 250_000  # rows per chunk when ingesting and validating a day (memory stays flat)
+    chunk_rows: int = 250_000  # rows per chunk when ingesting, validating and scoring a day (memory stays flat)
 
     @property
     def monitor_floor(self) -> float:

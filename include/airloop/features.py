@@ -144,7 +144,7 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     store keeps each entity's latest values whatever the order of runs."""
     df = compute_aggregates(settings, ds)
     # row groups no larger than a scoring shard: scoring splits the day along them
-    write_parquet(df, settings.features_dir / f"{ds}.parquet", min(settings.score_shard_rows, 250_000))
+    write_parquet(df, settings.features_dir / f"{ds}.parquet", min(settings.score_shard_rows, settings.chunk_rows))
     store = apply_repo(settings)
     start, end = _day_bounds(ds)
     newest = max(p.stem for p in settings.features_dir.glob("*.parquet"))

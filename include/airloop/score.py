@@ -111,9 +111,9 @@ def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
     return settings.lake_dir / "_staging" / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
 
 
-def score_shard(settings: Settings, shard: dict, chunk_rows: int = 250_000) -> dict:
+def score_shard(settings: Settings, shard: dict) -> dict:
     """Score one shard of :func:`plan_scoring` into a staging part per output zone (atomic; a retry
-    rewrites the same part). Reads only the shard's row groups, in chunks of ``chunk_rows``."""
+    rewrites the same part). Reads only the shard's row groups, in chunks of ``settings.chunk_rows``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,7 +127,7 @@ def score_shard(settings: Settings, shard: dict, chunk_rows: int = 250_000) -> d
         writers: dict[str, Any] = {}
         src = pq.ParquetFile(settings.features_dir / f"{ds}.parquet")
         columns = [*keys, *spec.model_features]
-        for batch in src.iter_batches(batch_size=chunk_rows, row_groups=shard["row_groups"], columns=columns):
+        for batch in src.iter_batches(batch_size=settings.chunk_rows, row_groups=shard["row_groups"], columns=columns):
             feats = batch.select(spec.model_features).to_pandas()
             missing = feats.isna().all(axis=1)
             if missing.any():
@@ -185,12 +185,12 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
     return result
 
 
-def score_batch(settings: Settings, ds: str, chunk_rows: int = 250_000) -> dict:
+def score_batch(settings: Settings, ds: str) -> dict:
     """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
     (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``). The shards of
     :func:`plan_scoring` are scored one after another here; the daily DAG scores them in parallel."""
     shards = plan_scoring(settings, ds)
-    return publish_scores(settings, [score_shard(settings, s, chunk_rows) for s in shards])
+    return publish_scores(settings, [score_shard(settings, s) for s in shards])
 
 
 def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any, ds: str) -> Any:
