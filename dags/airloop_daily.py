@@ -35,15 +35,12 @@ from airloop_dag_support import (
     DAG_DEFAULTS,
     FEATURES,
     RAW_BATCH,
-    SCORES,
     VALIDATED_BATCH,
     fail_if_quarantined,
     materialize_day,
     nightly,
-    plan_scoring_day,
-    publish_scores,
     s3_client_kwargs,
-    score_shard,
+    score_day,
 )
 
 
@@ -90,19 +87,7 @@ def airloop_daily():
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 
-    @task
-    def plan_scoring(materialized: dict) -> list[dict]:
-        return plan_scoring_day(materialized["ds"])
-
-    @task(task_id="score_shard")  # mapped: one task per shard, spread over the workers
-    def score_one(shard: dict) -> dict:
-        return score_shard(shard)
-
-    @task(outlets=[SCORES])
-    def score(shards: list[dict]) -> dict:
-        return publish_scores(shards)
-
-    score(score_one.expand(shard=plan_scoring(materialize(validate(ingest())))))
+    score_day(materialize(validate(ingest())))
 
 
 airloop_daily()

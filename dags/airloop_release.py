@@ -18,13 +18,10 @@ from airflow.sdk import Param, dag, task
 from airloop_dag_support import (
     DAG_DEFAULTS,
     FEATURES,
-    SCORES,
     VALIDATED_BATCH,
     fail_if_quarantined,
     materialize_day,
-    plan_scoring_day,
-    publish_scores,
-    score_shard,
+    score_day,
 )
 
 
@@ -62,19 +59,7 @@ def airloop_release():
     def materialize(released: dict) -> dict:
         return materialize_day(released["ds"])
 
-    @task
-    def plan_scoring(materialized: dict) -> list[dict]:
-        return plan_scoring_day(materialized["ds"])
-
-    @task(task_id="score_shard")  # mapped: one task per shard, spread over the workers
-    def score_one(shard: dict) -> dict:
-        return score_shard(shard)
-
-    @task(outlets=[SCORES])
-    def score(shards: list[dict]) -> dict:
-        return publish_scores(shards)
-
-    score(score_one.expand(shard=plan_scoring(materialize(release()))))
+    score_day(materialize(release()))
 
 
 airloop_release()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, CronDataIntervalTimetable
+from airflow.sdk import Asset, CronDataIntervalTimetable, task
 
 from airloop_alerts import notify_dag_failure, notify_failure
 
@@ -94,32 +94,37 @@ def materialize_day(ds: str) -> dict:
     return materialize_features(get_settings(), ds)
 
 
-def plan_scoring_day(ds: str) -> list[dict]:
-    """Task body shared by the daily and release DAGs: the day's scoring shards (models fixed, skew
-    checked), skipped until a champion exists."""
-    from airflow.sdk.exceptions import AirflowSkipException
+def score_day(materialized: Any) -> Any:
+    """The scoring tasks of the daily and release DAGs, wired after ``materialized`` (call inside a DAG):
+    ``plan_scoring`` fixes the model versions and splits the day into shards (skipped until a champion
+    exists), ``score_shard`` is mapped over them (in parallel on every worker), and ``score`` publishes
+    the shards as the day's predictions at once."""
 
-    from airloop.config import get_settings
-    from airloop.score import NoChampion, plan_scoring
+    @task
+    def plan_scoring(materialized: dict) -> list[dict]:
+        from airflow.sdk.exceptions import AirflowSkipException
 
-    try:
-        return plan_scoring(get_settings(), ds)
-    except NoChampion as exc:
-        raise AirflowSkipException(str(exc)) from exc
+        from airloop.config import get_settings
+        from airloop.score import NoChampion, plan_scoring
 
+        try:
+            return plan_scoring(get_settings(), materialized["ds"])
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from exc
 
-def score_shard(shard: dict) -> dict:
-    """Task body of the mapped scoring task: one shard of the day."""
-    from airloop.config import get_settings
-    from airloop.score import score_shard
+    @task
+    def score_shard(shard: dict) -> dict:
+        from airloop.config import get_settings
+        from airloop.score import score_shard
 
-    return score_shard(get_settings(), shard)
+        return score_shard(get_settings(), shard)
 
+    @task(outlets=[SCORES])
+    def score(shards: list[dict]) -> dict:
+        from airloop.config import get_settings
+        from airloop.score import publish_scores
 
-def publish_scores(shards: list[dict]) -> dict:
-    """Task body: the scored shards, in order, into the day's predictions partition at once."""
-    from airloop.config import get_settings
-    from airloop.score import publish_scores
+        settings = get_settings()
+        return publish_scores(settings, list(shards), s3_client_kwargs(settings.s3_conn_id))
 
-    settings = get_settings()
-    return publish_scores(settings, list(shards), s3_client_kwargs(settings.s3_conn_id))
+    return score(score_shard.expand(shard=plan_scoring(materialized)))

@@ -167,18 +167,21 @@ def summarize(result: Any) -> dict:
     }
 
 
-def check_frame(settings: Settings, df: pd.DataFrame, ds: str) -> dict:
-    """Validate a frame against the suite for logical date ``ds`` in an ephemeral GX context
-    (what ``airloop validate`` uses: nothing is written)."""
-    gx = _import_gx()
+def _ephemeral_batches(gx: Any) -> Any:
+    """A whole-dataframe batch definition in an ephemeral GX context (nothing is written)."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    batch = (
+    return (
         context.data_sources.add_pandas("airloop")
         .add_dataframe_asset("batch")
         .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": df})
     )
+
+
+def check_frame(settings: Settings, df: pd.DataFrame, ds: str) -> dict:
+    """Validate a frame against the suite for logical date ``ds`` in an ephemeral GX context
+    (what ``airloop validate`` uses: nothing is written)."""
+    batch = _ephemeral_batches(_import_gx()).get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(load_suite(settings), expectation_parameters=interval(ds), result_format=RESULT_FORMAT)
     return summarize(result)
 
@@ -271,13 +274,7 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
     groups: dict[str, list[int]] = {"rows": [], "schema": [], "day": []}
     for i, e in enumerate(suite["expectations"]):
         groups["rows" if e["type"] in ROW_LEVEL else "schema" if e["type"] in SCHEMA_LEVEL else "day"].append(i)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    batches = (
-        context.data_sources.add_pandas("airloop")
-        .add_dataframe_asset("chunks")
-        .add_batch_definition_whole_dataframe("whole")
-    )
+    batches = _ephemeral_batches(gx)
 
     def check(group: str, df: pd.DataFrame) -> list[Any]:
         part = gx.ExpectationSuite(
