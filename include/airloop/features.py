@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, date_range, read_partitions, write_parquet
+from airloop.storage import DATA_FILE, atomic_path, date_range, write_parquet
 
 FEATURE_SERVICE = "churn_v1"
 
@@ -64,7 +65,7 @@ def repo_objects(settings: Settings) -> list[Any]:
 
 def apply_repo(settings: Settings) -> Any:
     """Register the repo's definitions (what ``feast apply`` does); return the store.
-    Explicit ``materialize`` windows mean apply cannot reset a watermark we rely on."""
+    The online store is written per logical date (no incremental watermark for apply to reset)."""
     store = get_store(settings)
     store.apply(repo_objects(settings))
     return store
@@ -114,17 +115,20 @@ def window_aggregate(
     return np.where(have > 0, out, np.nan)
 
 
-def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
-    """The day's feature rows plus each spec aggregate, computed per entity over the validated rows
-    in the trailing window ``(t - window, t]`` of each row's own timestamp ``t``: only the past and
-    the row itself, so a feature value never contains information from after its timestamp."""
-    spec = settings.spec
-    longest = max((a.window_days for a in spec.aggregates), default=1)
-    dates = [d for d in date_range(ds, longest + 1) if (settings.partition("validated", d) / DATA_FILE).exists()]
-    if ds not in dates:
-        src = settings.partition("validated", ds) / DATA_FILE
-        raise FileNotFoundError(f"no validated partition for {ds} at {src}: it failed validation or was not run")
-    rows = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, *spec.feature_names])
+ONLINE_WRITE_ROWS = 10_000  # rows per online-store write: Feast's write path holds ~8 KB a row (measured)
+
+
+def _window_files(settings: Settings, ds: str) -> list[Path]:
+    """The validated partitions that the aggregates of ``ds`` read: ``ds`` and its trailing window."""
+    longest = max((a.window_days for a in settings.spec.aggregates), default=1)
+    files = [settings.partition("validated", d) / DATA_FILE for d in date_range(ds, longest + 1)]
+    if not files[-1].exists():
+        raise FileNotFoundError(f"no validated partition for {ds} at {files[-1]}: it failed validation or was not run")
+    return [f for f in files if f.exists()]
+
+
+def _aggregate(spec: DatasetSpec, rows: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """The rows of ``ds`` with each spec aggregate; ``rows`` holds every window row of their entities."""
     rows = rows.sort_values([spec.entity, spec.timestamp], kind="stable").reset_index(drop=True)
     for a in spec.aggregates:
         values = None if a.fn == "count" else rows[a.column].to_numpy(dtype="float64")
@@ -133,30 +137,103 @@ def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
         )
     start, end = _day_bounds(ds)
     today = (rows[spec.timestamp] >= start) & (rows[spec.timestamp] < end)
-    day = rows.loc[today].sort_values([spec.timestamp, spec.entity], kind="stable")
-    return day.reset_index(drop=True)
+    return rows.loc[today].sort_values([spec.timestamp, spec.entity], kind="stable").reset_index(drop=True)
+
+
+def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
+    """The day's feature rows plus each spec aggregate, computed per entity over the validated rows
+    in the trailing window ``(t - window, t]`` of each row's own timestamp ``t``: only the past and
+    the row itself, so a feature value never contains information from after its timestamp."""
+    spec = settings.spec
+    columns = [spec.entity, spec.timestamp, *spec.feature_names]
+    files = _window_files(settings, ds)
+    return _aggregate(spec, pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True), ds)
+
+
+def _split_by_entity(
+    files: list[Path], columns: list[str], entity: str, buckets: int, folder: Path, batch_rows: int
+) -> list[Path]:
+    """One pass over ``files`` in batches: each row goes to the bucket file of its entity's hash, so
+    every bucket holds all window rows of its entities and can be aggregated on its own."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
+    with contextlib.ExitStack() as stack:
+        writers: list[Any] = []
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+                table = pa.Table.from_batches([batch])
+                if not writers:
+                    schema = table.schema
+                    writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
+                table = table.cast(schema)
+                bucket = pd.util.hash_array(table[entity].to_numpy()) % buckets
+                order = np.argsort(bucket, kind="stable")
+                bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+                table = table.take(order)
+                for b in range(buckets):
+                    if bounds[b + 1] > bounds[b]:
+                        writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+    return paths
+
+
+def write_features(settings: Settings, ds: str) -> tuple[int, int]:
+    """Write the offline feature partition of ``ds`` atomically; return its rows and entities. A window of
+    more than ``chunk_rows`` rows is split by entity hash into buckets of about that size, each
+    aggregated alone, so memory stays flat however large the day (rows then come bucket by bucket,
+    each bucket in time order). Row groups are no larger than a scoring shard: scoring splits along them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = settings.spec
+    target = settings.features_dir / f"{ds}.parquet"
+    group_rows = min(settings.score_shard_rows, settings.chunk_rows)
+    files = _window_files(settings, ds)
+    buckets = -(-sum(pq.ParquetFile(f).metadata.num_rows for f in files) // settings.chunk_rows)
+    if buckets <= 1:
+        df = compute_aggregates(settings, ds)
+        write_parquet(df, target, group_rows)
+        return len(df), int(df[spec.entity].nunique())
+    columns = [spec.entity, spec.timestamp, *spec.feature_names]
+    rows = entities = 0
+    with tempfile.TemporaryDirectory(dir=settings.features_dir, prefix=".buckets-") as tmp, atomic_path(target) as out:
+        writer = None
+        for path in _split_by_entity(files, columns, spec.entity, buckets, Path(tmp), settings.chunk_rows):
+            day = _aggregate(spec, pd.read_parquet(path), ds)
+            path.unlink()
+            entities += int(day[spec.entity].nunique())  # buckets share no entity
+            table = pa.Table.from_pandas(day, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table.cast(writer.schema), row_group_size=group_rows)
+            rows += table.num_rows
+        writer.close()
+    return rows, entities
 
 
 def materialize_features(settings: Settings, ds: str) -> dict:
-    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store.
-    The window is explicit per logical date (no incremental watermark for ``apply`` to reset). A
-    backfill of an older day re-materializes through the newest day already written, so the online
-    store keeps each entity's latest values whatever the order of runs."""
-    df = compute_aggregates(settings, ds)
-    # row groups no larger than a scoring shard: scoring splits the day along them
-    write_parquet(df, settings.features_dir / f"{ds}.parquet", min(settings.score_shard_rows, settings.chunk_rows))
+    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store
+    with Feast's ``write_to_online_store``, in batches of ``ONLINE_WRITE_ROWS`` (Feast's
+    ``materialize`` converts the whole window to protobuf objects at once: ~8 GB for 1 M rows). A
+    backfill of an older day also rewrites the newer days already written, oldest first, so the
+    online store keeps each entity's latest values whatever the order of runs (the SQLite store
+    keeps the last write)."""
+    import pyarrow.parquet as pq
+
+    rows, entities = write_features(settings, ds)
     store = apply_repo(settings)
+    days = sorted(p.stem for p in settings.features_dir.glob("*.parquet") if p.stem >= ds)
+    for day in days:
+        for batch in pq.ParquetFile(settings.features_dir / f"{day}.parquet").iter_batches(ONLINE_WRITE_ROWS):
+            store.write_to_online_store("customer_snapshot_fv", batch.to_pandas())
     start, end = _day_bounds(ds)
-    newest = max(p.stem for p in settings.features_dir.glob("*.parquet"))
-    end = max(end, _day_bounds(newest)[1])
-    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a progress banner per view
-        store.materialize(start_date=start, end_date=end, feature_views=["customer_snapshot_fv"])
     return {
         "ds": ds,
-        "rows": len(df),
-        "entities": int(df[settings.spec.entity].nunique()),
+        "rows": rows,
+        "entities": entities,
         "online_store": settings.online_store,
-        "window": [start.isoformat(), end.isoformat()],
+        "window": [start.isoformat(), _day_bounds(days[-1])[1].isoformat()],
     }
 
 
