@@ -86,3 +86,13 @@ def test_drift_bench_runs():
     result = drift.main(["--rows", "3000", "--methods", "scipy,evidently"])
     assert all(result[m]["seconds"] > 0 for m in ("scipy", "evidently"))
     assert set(result["evidently"]["drifted"]) == set(drift.SHIFTED)  # the columns that really moved
+
+
+def test_run_all_replaces_only_its_block_of_benchmarks_md():
+    import run_all
+
+    first = run_all.merge("# Benchmarks\n\n## Before/after of a fix\n\nhand-written\n", "## Latest\n\n| a |\n")
+    assert first.startswith("# Benchmarks\n\n" + run_all.BEGIN) and first.endswith("hand-written\n")
+    second = run_all.merge(first, "## Latest\n\n| b |\n")
+    assert "| b |" in second and "| a |" not in second and second.count(run_all.BEGIN) == 1
+    assert second.endswith("## Before/after of a fix\n\nhand-written\n")
