@@ -61,7 +61,9 @@ def test_stage_scaling_and_orchestration_benches_run():
     assert st["stages"]["score"][3000]["bare_predict_s"] > 0
     assert stages.exponent([10, 100, 1000], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
     orch = orchestration.main(["--rows", "1500", "--repeat", "1"])
-    assert orch["plain_s"] > 0 and orch["airflow_s"] > 0
+    (cycle,) = orch["sizes"]
+    assert all(cycle[f"{side}_{kind}_s"] > 0 for side in ("plain", "airflow") for kind in ("cold", "warm"))
+    assert cycle["plain_warm_s"] < cycle["plain_cold_s"]  # the second cycle in a process pays no imports
     md = run_all.render(
         {
             "parse": {"baseline": 1.0, "dagbag": 1.0, "airloop_daily.py": 0.2},
