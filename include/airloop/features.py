@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -15,7 +14,7 @@ import pandas as pd
 
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, date_range, write_parquet
+from airloop.storage import DATA_FILE, atomic_path, date_range, split_by_key, write_parquet
 
 FEATURE_SERVICE = "churn_v1"
 
@@ -150,34 +149,6 @@ def compute_aggregates(settings: Settings, ds: str) -> pd.DataFrame:
     return _aggregate(spec, pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True), ds)
 
 
-def _split_by_entity(
-    files: list[Path], columns: list[str], entity: str, buckets: int, folder: Path, batch_rows: int
-) -> list[Path]:
-    """One pass over ``files`` in batches: each row goes to the bucket file of its entity's hash, so
-    every bucket holds all window rows of its entities and can be aggregated on its own."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-    with contextlib.ExitStack() as stack:
-        writers: list[Any] = []
-        for f in files:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
-                table = pa.Table.from_batches([batch])
-                if not writers:
-                    schema = table.schema
-                    writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
-                table = table.cast(schema)
-                bucket = pd.util.hash_array(table[entity].to_numpy()) % buckets
-                order = np.argsort(bucket, kind="stable")
-                bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-                table = table.take(order)
-                for b in range(buckets):
-                    if bounds[b + 1] > bounds[b]:
-                        writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
-    return paths
-
-
 def write_features(settings: Settings, ds: str) -> tuple[int, int]:
     """Write the offline feature partition of ``ds`` atomically; return its rows and entities. A window of
     more than ``chunk_rows`` rows is split by entity hash into buckets of about that size, each
@@ -199,7 +170,7 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
     rows = entities = 0
     with tempfile.TemporaryDirectory(dir=settings.features_dir, prefix=".buckets-") as tmp, atomic_path(target) as out:
         writer = None
-        for path in _split_by_entity(files, columns, spec.entity, buckets, Path(tmp), settings.chunk_rows):
+        for path in split_by_key(files, columns, [spec.entity], buckets, Path(tmp), settings.chunk_rows):
             day = _aggregate(spec, pd.read_parquet(path), ds)
             path.unlink()
             entities += int(day[spec.entity].nunique())  # buckets share no entity

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pandas as pd
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, write_json
+from airloop.storage import DATA_FILE, atomic_path, split_by_key, write_json
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
@@ -42,9 +44,7 @@ ROW_LEVEL = {
     "expect_column_values_to_be_in_type_list",
     "expect_column_values_to_be_of_type",
 }
-# These look at the column names only: GX checks them on the day's schema (no rows). Every other
-# expectation (row count, uniqueness, hand-written aggregates) sees the whole day at once, read
-# with only the columns it names.
+# These look at the column names only: GX checks them on the day's schema (no rows).
 SCHEMA_LEVEL = {
     "expect_table_columns_to_match_set",
     "expect_table_columns_to_match_ordered_list",
@@ -52,6 +52,10 @@ SCHEMA_LEVEL = {
     "expect_table_column_count_to_be_between",
     "expect_column_to_exist",
 }
+# Uniqueness over these columns: rows with equal values share a bucket of a hash split of the day, so
+# GX checks each bucket alone and ``_merge`` sums the counts. Every other expectation (row count,
+# hand-written aggregates) sees the whole day at once, read with only the columns it names.
+KEYED = {"expect_compound_columns_to_be_unique": "column_list", "expect_column_values_to_be_unique": "column"}
 
 
 def _import_gx() -> Any:
@@ -255,10 +259,11 @@ def _merge(parts: list[Any]) -> Any:
 
 
 def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | None]:
-    """Validate a day too large for one frame, with memory flat in its size for the row-level
-    expectations: each chunk of ``chunk_rows`` rows through GX, results merged; the column-set
-    expectations on the schema; the rest on the whole day read with only the columns they name.
-    The merged result is stored and rendered in the Data Docs site like a Checkpoint's."""
+    """Validate a day too large for one frame, with memory flat in its size for the row-level and
+    uniqueness expectations: each chunk of ``chunk_rows`` rows through GX, results merged; each
+    uniqueness expectation on the buckets of a hash split by its columns, merged the same way; the
+    column-set expectations on the schema; the rest on the whole day read with only the columns they
+    name. The merged result is stored and rendered in the Data Docs site like a Checkpoint's."""
     import pyarrow.parquet as pq
 
     gx = _import_gx()
@@ -272,8 +277,13 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
 
     suite = json.loads(settings.suite_path.read_text())
     groups: dict[str, list[int]] = {"rows": [], "schema": [], "day": []}
+    file = pq.ParquetFile(raw)
     for i, e in enumerate(suite["expectations"]):
-        groups["rows" if e["type"] in ROW_LEVEL else "schema" if e["type"] in SCHEMA_LEVEL else "day"].append(i)
+        keys = _names(e["kwargs"].get(KEYED.get(e["type"], "")))
+        if keys and set(keys) <= set(file.schema_arrow.names):
+            groups[f"keyed {i}"] = [i]
+        else:
+            groups["rows" if e["type"] in ROW_LEVEL else "schema" if e["type"] in SCHEMA_LEVEL else "day"].append(i)
     batches = _ephemeral_batches(gx)
 
     def check(group: str, df: pd.DataFrame) -> list[Any]:
@@ -283,13 +293,18 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
         batch = batches.get_batch(batch_parameters={"dataframe": df})
         return batch.validate(part, expectation_parameters=interval(ds), result_format=RESULT_FORMAT).results
 
-    file = pq.ParquetFile(raw)
-    parts = (
-        [check("rows", b.to_pandas()) for b in file.iter_batches(batch_size=settings.chunk_rows)]
-        if groups["rows"]
-        else []
-    )
-    results = dict(zip(groups["rows"], map(_merge, zip(*parts, strict=True)), strict=True)) if parts else {}
+    def merged(group: str, frames: Iterator[pd.DataFrame]) -> dict[int, Any]:
+        parts = [check(group, df) for df in frames]
+        return dict(zip(groups[group], map(_merge, zip(*parts, strict=True)), strict=True)) if parts else {}
+
+    results = merged("rows", (b.to_pandas() for b in file.iter_batches(batch_size=settings.chunk_rows)))
+    buckets = -(-file.metadata.num_rows // settings.chunk_rows)
+    for group in [g for g in groups if g.startswith("keyed")]:
+        i = groups[group][0]
+        keys = _names(suite["expectations"][i]["kwargs"][KEYED[suite["expectations"][i]["type"]]])
+        with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".buckets-") as tmp:
+            paths = split_by_key([raw], keys, keys, buckets, Path(tmp), settings.chunk_rows)
+            results.update(merged(group, (pd.read_parquet(p) for p in paths)))
     results.update(zip(groups["schema"], check("schema", file.schema_arrow.empty_table().to_pandas()), strict=True))
     if groups["day"]:
         named = {
