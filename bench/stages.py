@@ -185,7 +185,12 @@ def main(argv: list[str] | None = None) -> dict:
             prepare(home, rows, args.history_rows)
             for stage in chosen:
                 if stage == "score" and "materialize" not in chosen:
-                    run_stage(home, rows, OFFLINE)
+                    off = run_stage(home, rows, OFFLINE)
+                    print(
+                        f"{'(offline features, unmeasured stage)':>34s} {off['seconds']:8.2f} s  peak RSS "
+                        f"{off['peak_rss_mb']:7.0f} MB (+{off['peak_rss_mb'] - off['base_rss_mb']:.0f} over imports)",
+                        flush=True,
+                    )
                 r = run_stage(home, rows, stage)
                 table[stage][rows] = r
                 extra = ""
