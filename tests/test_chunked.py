@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
     for chunk_rows in (ONE_CHUNK, 250):  # 1,800 window rows: one pass, or 8 buckets
         monkeypatch.setenv("AIRLOOP_CHUNK_ROWS", str(chunk_rows))
         s = get_settings()
+        for folder in (s.feast_dir, s.features_dir):  # each pass from the validated days alone
+            shutil.rmtree(folder, ignore_errors=True)
         summary = [materialize_features(s, d) for d in days][-1]
         path = s.features_dir / f"{DAY}.parquet"
         first = path.read_bytes()
@@ -110,3 +113,4 @@ def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
     pd.testing.assert_frame_equal(many_feats, one_feats)
     pd.testing.assert_frame_equal(many_online, one_online)
     assert one_online["tenure_months"].notna().all()
+    assert not any(s.staging_dir.iterdir())  # the buckets are gone

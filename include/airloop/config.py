@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         return self.lake_dir / "features"
 
     @property
+    def staging_dir(self) -> Path:
+        """Scratch space of the stages (scoring parts, hash buckets); no reader lists it."""
+        return self.lake_dir / "_staging"
+
+    @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,18 +167,19 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
         return len(df), int(df[spec.entity].nunique())
     columns = [spec.entity, spec.timestamp, *spec.feature_names]
     rows = entities = 0
-    with tempfile.TemporaryDirectory(dir=settings.features_dir, prefix=".buckets-") as tmp, atomic_path(target) as out:
-        writer = None
-        for path in split_by_key(files, columns, [spec.entity], buckets, Path(tmp), settings.chunk_rows):
-            day = _aggregate(spec, pd.read_parquet(path), ds)
-            path.unlink()
-            entities += int(day[spec.entity].nunique())  # buckets share no entity
-            table = pa.Table.from_pandas(day, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table.cast(writer.schema), row_group_size=group_rows)
-            rows += table.num_rows
-        writer.close()
+    with split_by_key(files, columns, [spec.entity], buckets, settings.staging_dir, settings.chunk_rows) as paths:
+        with atomic_path(target) as out:
+            writer = None
+            for path in paths:
+                day = _aggregate(spec, pd.read_parquet(path), ds)
+                path.unlink()
+                entities += int(day[spec.entity].nunique())  # buckets share no entity
+                table = pa.Table.from_pandas(day, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(out, table.schema)
+                writer.write_table(table.cast(writer.schema), row_group_size=group_rows)
+                rows += table.num_rows
+            writer.close()
     return rows, entities
 
 

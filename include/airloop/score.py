@@ -108,7 +108,7 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
 
 
 def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
-    return settings.lake_dir / "_staging" / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
+    return settings.staging_dir / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
 
 
 def score_shard(settings: Settings, shard: dict) -> dict:

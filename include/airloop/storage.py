@@ -89,31 +89,36 @@ def read_partitions(zone_dir: Path, dates: list[str], columns: list[str] | None 
     return pd.concat(frames, ignore_index=True)
 
 
+@contextmanager
 def split_by_key(
-    files: list[Path], columns: list[str], keys: list[str], buckets: int, folder: Path, batch_rows: int
-) -> list[Path]:
-    """Copy ``columns`` of the Parquet ``files`` into ``buckets`` Parquet files under ``folder`` by a
-    hash of the ``keys`` columns, in one pass of ``batch_rows``-row batches: rows with equal keys
-    land in the same bucket (in their original order), so each bucket can be processed on its own
-    in memory bounded by its size. Returns the bucket paths (a bucket may be empty)."""
+    files: list[Path], columns: list[str], keys: list[str], buckets: int, scratch: Path, batch_rows: int
+) -> Iterator[list[Path]]:
+    """Copy ``columns`` of the Parquet ``files`` into ``buckets`` Parquet files in a temp folder under
+    ``scratch`` by a hash of the ``keys`` columns, in one pass of ``batch_rows``-row batches: rows with
+    equal keys land in the same bucket (in their original order), so each bucket can be processed on
+    its own in memory bounded by its size. Yields the bucket paths (a bucket may be empty); the folder
+    is removed on exit."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-    with contextlib.ExitStack() as stack:
-        writers: list[Any] = []
-        for f in files:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
-                table = pa.Table.from_batches([batch])
-                if not writers:
-                    schema = table.schema
-                    writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
-                table = table.cast(schema)
-                bucket = pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % buckets
-                order = np.argsort(bucket, kind="stable")
-                bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-                table = table.take(order)
-                for b in range(buckets):
-                    if bounds[b + 1] > bounds[b]:
-                        writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
-    return paths
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="buckets-") as folder:
+        paths = [Path(folder) / f"bucket-{b:04d}.parquet" for b in range(buckets)]
+        with contextlib.ExitStack() as stack:
+            writers: list[Any] = []
+            for f in files:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+                    table = pa.Table.from_batches([batch])
+                    if not writers:
+                        schema = table.schema
+                        writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
+                    table = table.cast(schema)
+                    frame = table.select(keys).to_pandas()
+                    bucket = pd.util.hash_pandas_object(frame, index=False).to_numpy() % buckets
+                    order = np.argsort(bucket, kind="stable")
+                    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+                    table = table.take(order)
+                    for b in range(buckets):
+                        if bounds[b + 1] > bounds[b]:
+                            writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+        yield paths

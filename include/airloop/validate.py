@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -277,11 +276,12 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
 
     suite = json.loads(settings.suite_path.read_text())
     groups: dict[str, list[int]] = {"rows": [], "schema": [], "day": []}
+    keyed: dict[str, list[str]] = {}  # group of one uniqueness expectation -> its key columns
     file = pq.ParquetFile(raw)
     for i, e in enumerate(suite["expectations"]):
         keys = _names(e["kwargs"].get(KEYED.get(e["type"], "")))
         if keys and set(keys) <= set(file.schema_arrow.names):
-            groups[f"keyed {i}"] = [i]
+            groups[f"unique {i}"], keyed[f"unique {i}"] = [i], keys
         else:
             groups["rows" if e["type"] in ROW_LEVEL else "schema" if e["type"] in SCHEMA_LEVEL else "day"].append(i)
     batches = _ephemeral_batches(gx)
@@ -294,16 +294,13 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
         return batch.validate(part, expectation_parameters=interval(ds), result_format=RESULT_FORMAT).results
 
     def merged(group: str, frames: Iterator[pd.DataFrame]) -> dict[int, Any]:
-        parts = [check(group, df) for df in frames]
+        parts = [check(group, df) for df in frames] if groups[group] else []
         return dict(zip(groups[group], map(_merge, zip(*parts, strict=True)), strict=True)) if parts else {}
 
     results = merged("rows", (b.to_pandas() for b in file.iter_batches(batch_size=settings.chunk_rows)))
     buckets = -(-file.metadata.num_rows // settings.chunk_rows)
-    for group in [g for g in groups if g.startswith("keyed")]:
-        i = groups[group][0]
-        keys = _names(suite["expectations"][i]["kwargs"][KEYED[suite["expectations"][i]["type"]]])
-        with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".buckets-") as tmp:
-            paths = split_by_key([raw], keys, keys, buckets, Path(tmp), settings.chunk_rows)
+    for group, keys in keyed.items():
+        with split_by_key([raw], keys, keys, buckets, settings.staging_dir, settings.chunk_rows) as paths:
             results.update(merged(group, (pd.read_parquet(p) for p in paths)))
     results.update(zip(groups["schema"], check("schema", file.schema_arrow.empty_table().to_pandas()), strict=True))
     if groups["day"]:
