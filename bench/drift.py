@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             f"same decision as the full run: {'yes' if same else 'NO: ' + ', '.join(sampled['drifted'])}"
         )
         results["same_decision_sampled"] = same
+    results["rows"] = {"evidently": args.rows, "evidently_sample": min(args.sample, args.rows)}
     for name, label in (("evidently", "full data"), ("evidently_sample", "the monitor's default sample")):
         if name in results:
             met = "met" if results[name]["seconds"] < 60 else "MISSED"

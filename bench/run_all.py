@@ -105,9 +105,11 @@ def render(r: dict, load_before: tuple, load_after: tuple, elapsed: float, comma
     for name in ("evidently", "evidently_sample"):
         if name in dr and base:
             m = dr[name]
+            rows = dr.get("rows", {}).get(name)
             lines.append(
-                f"| drift report `{name}` (1 M x 20 per side) | {m['seconds']:.1f} s, peak +{m['peak_mb']:.0f} MB | "
-                f"scipy KS/chi-square {base:.1f} s | {m['seconds'] / base:.1f}x | < 60 s |"
+                f"| drift report `{name}` ({rows:,} rows x 20 per side) | {m['seconds']:.1f} s, "
+                f"peak +{m['peak_mb']:.0f} MB | scipy KS/chi-square {base:.1f} s | "
+                f"{m['seconds'] / base:.1f}x | < 60 s |"
             )
     st = r["stages"]
     for stage, by_size in st["stages"].items():
