@@ -82,6 +82,40 @@ def test_many_chunks_equal_one_chunk(settings, monkeypatch, flawed):
         assert ("expect_table_columns_to_match_set", "None") in failed
 
 
+def test_hand_written_column_uniqueness_over_buckets(settings, monkeypatch, tmp_path):
+    """A hand-written ``expect_column_values_to_be_unique`` (warning) is checked on hash buckets of its
+    column in a chunked day: the same duplicate count as over the whole day, and the buckets a killed
+    run left behind are cleared."""
+    from airloop.config import get_settings
+
+    df = simulate_day(date.fromisoformat(DAY), settings)
+    df.loc[590:, "customer_id"] = df.loc[:9, "customer_id"].to_numpy()  # 10 ids seen twice, far apart
+    _land(settings, df)
+    suite = json.loads(settings.suite_path.read_text())
+    monkeypatch.setenv("AIRLOOP_SUITE_DIR", str(tmp_path / "suite"))  # an edited copy of the package's suite
+    settings = get_settings()
+    settings.suite_path.parent.mkdir()
+    unique = {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "customer_id"}, "severity": "warning"}
+    suite["expectations"].append({**unique, "meta": {"owner": "analyst"}})
+    settings.suite_path.write_text(json.dumps(suite))
+    index = len(suite["expectations"]) - 1  # its bucket folder is named after its place in the suite
+    leftover = settings.staging_dir / "validate" / f"ds={DAY}" / f"unique-{index}" / "bucket-0000.parquet"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"left by a killed run")
+    found = {}
+    for chunk_rows in (ONE_CHUNK, SMALL):
+        _, _, checked = _run(settings, monkeypatch, chunk_rows)
+        (warning,) = [w for w in checked["warnings"] if w["expectation"] == unique["type"]]
+        found[chunk_rows] = warning
+    # the examples come bucket by bucket, not in row order: the same count, other duplicates shown
+    examples = {k: set(found[k].pop("partial_unexpected")) for k in found}
+    assert found[SMALL] == found[ONE_CHUNK]
+    assert found[SMALL]["observed"] == int(df["customer_id"].duplicated(keep=False).sum()) >= 20
+    twice = set(df.loc[df["customer_id"].duplicated(keep=False), "customer_id"].astype(str))
+    assert examples[SMALL] <= twice and examples[ONE_CHUNK] <= twice and len(examples[SMALL]) >= 3
+    assert not [p for p in settings.staging_dir.rglob("*") if p.is_file()]
+
+
 def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
     """A window larger than chunk_rows is aggregated in entity buckets: the same feature rows (in
     another order) and the same online values as one in-memory pass; a rerun gives the same bytes."""
@@ -113,4 +147,4 @@ def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
     pd.testing.assert_frame_equal(many_feats, one_feats)
     pd.testing.assert_frame_equal(many_online, one_online)
     assert one_online["tenure_months"].notna().all()
-    assert not any(s.staging_dir.iterdir())  # the buckets are gone
+    assert not [p for p in s.staging_dir.rglob("*") if p.is_file()]  # the buckets are gone

@@ -167,7 +167,8 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
         return len(df), int(df[spec.entity].nunique())
     columns = [spec.entity, spec.timestamp, *spec.feature_names]
     rows = entities = 0
-    with split_by_key(files, columns, [spec.entity], buckets, settings.staging_dir, settings.chunk_rows) as paths:
+    folder = settings.staging_dir / "features" / f"ds={ds}"
+    with split_by_key(files, columns, [spec.entity], buckets, folder, settings.chunk_rows) as paths:
         with atomic_path(target) as out:
             writer = None
             for path in paths:

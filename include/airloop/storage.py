@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,19 +92,20 @@ def read_partitions(zone_dir: Path, dates: list[str], columns: list[str] | None 
 
 @contextmanager
 def split_by_key(
-    files: list[Path], columns: list[str], keys: list[str], buckets: int, scratch: Path, batch_rows: int
+    files: list[Path], columns: list[str], keys: list[str], buckets: int, folder: Path, batch_rows: int
 ) -> Iterator[list[Path]]:
-    """Copy ``columns`` of the Parquet ``files`` into ``buckets`` Parquet files in a temp folder under
-    ``scratch`` by a hash of the ``keys`` columns, in one pass of ``batch_rows``-row batches: rows with
-    equal keys land in the same bucket (in their original order), so each bucket can be processed on
-    its own in memory bounded by its size. Yields the bucket paths (a bucket may be empty); the folder
-    is removed on exit."""
+    """Copy ``columns`` of the Parquet ``files`` into ``buckets`` Parquet files in ``folder`` by a hash
+    of the ``keys`` columns, in one pass of ``batch_rows``-row batches: rows with equal keys land in
+    the same bucket (in their original order), so each bucket can be processed on its own in memory
+    bounded by its size. Yields the bucket paths (a bucket may be empty). ``folder`` belongs to one
+    stage and day: what a killed run left there is removed first, and the folder on exit."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="buckets-") as folder:
-        paths = [Path(folder) / f"bucket-{b:04d}.parquet" for b in range(buckets)]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
         with contextlib.ExitStack() as stack:
             writers: list[Any] = []
             for f in files:
@@ -122,3 +124,5 @@ def split_by_key(
                         if bounds[b + 1] > bounds[b]:
                             writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
         yield paths
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -52,7 +52,8 @@ SCHEMA_LEVEL = {
     "expect_column_to_exist",
 }
 # Uniqueness over these columns: rows with equal values share a bucket of a hash split of the day, so
-# GX checks each bucket alone and ``_merge`` sums the counts. Every other expectation (row count,
+# GX checks each bucket alone and ``_merge`` sums the counts (its examples then come bucket by bucket,
+# not in row order). Every other expectation (row count,
 # hand-written aggregates) sees the whole day at once, read with only the columns it names.
 KEYED = {"expect_compound_columns_to_be_unique": "column_list", "expect_column_values_to_be_unique": "column"}
 
@@ -300,7 +301,8 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
     results = merged("rows", (b.to_pandas() for b in file.iter_batches(batch_size=settings.chunk_rows)))
     buckets = -(-file.metadata.num_rows // settings.chunk_rows)
     for group, keys in keyed.items():
-        with split_by_key([raw], keys, keys, buckets, settings.staging_dir, settings.chunk_rows) as paths:
+        folder = settings.staging_dir / "validate" / f"ds={ds}" / group.replace(" ", "-")
+        with split_by_key([raw], keys, keys, buckets, folder, settings.chunk_rows) as paths:
             results.update(merged(group, (pd.read_parquet(p) for p in paths)))
     results.update(zip(groups["schema"], check("schema", file.schema_arrow.empty_table().to_pandas()), strict=True))
     if groups["day"]:
