@@ -13,7 +13,7 @@ import pandas as pd
 
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, date_range, split_by_key, write_parquet
+from airloop.storage import DATA_FILE, atomic_path, date_range, iter_batches, split_by_key, write_parquet
 
 FEATURE_SERVICE = "churn_v1"
 
@@ -191,13 +191,12 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     backfill of an older day also rewrites the newer days already written, oldest first, so the
     online store keeps each entity's latest values whatever the order of runs (the SQLite store
     keeps the last write)."""
-    import pyarrow.parquet as pq
 
     rows, entities = write_features(settings, ds)
     store = apply_repo(settings)
     days = sorted(p.stem for p in settings.features_dir.glob("*.parquet") if p.stem >= ds)
     for day in days:
-        for batch in pq.ParquetFile(settings.features_dir / f"{day}.parquet").iter_batches(ONLINE_WRITE_ROWS):
+        for batch in iter_batches(settings.features_dir / f"{day}.parquet", ONLINE_WRITE_ROWS):
             store.write_to_online_store("customer_snapshot_fv", batch.to_pandas())
     start, end = _day_bounds(ds)
     return {

@@ -21,7 +21,7 @@ from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.sources import describe, local_files, s3_files
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, file_sha256, write_json
+from airloop.storage import DATA_FILE, atomic_path, file_sha256, iter_batches, write_json
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # a non-range index pandas wrote as a column
 
@@ -41,7 +41,7 @@ def read_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
                 names = [n for n in f.schema_arrow.names if not PANDAS_INDEX.fullmatch(n)]
                 if f.metadata.num_rows == 0:
                     yield f.schema_arrow.empty_table().select(names).to_pandas(ignore_metadata=True)
-                for batch in f.iter_batches(batch_size=rows, columns=names):
+                for batch in iter_batches(f, rows, names):
                     yield batch.to_pandas(ignore_metadata=True)
         else:
             with pd.read_csv(path, encoding="utf-8", chunksize=rows) as reader:

@@ -15,7 +15,7 @@ from airloop.config import Settings
 from airloop.features import online_features, training_frame
 from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
 from airloop.sources import export_partition
-from airloop.storage import DATA_FILE, atomic_path, write_json
+from airloop.storage import DATA_FILE, atomic_path, iter_batches, write_json
 from airloop.train import predict
 
 
@@ -127,7 +127,7 @@ def score_shard(settings: Settings, shard: dict) -> dict:
         writers: dict[str, Any] = {}
         src = pq.ParquetFile(settings.features_dir / f"{ds}.parquet")
         columns = [*keys, *spec.model_features]
-        for batch in src.iter_batches(batch_size=settings.chunk_rows, row_groups=shard["row_groups"], columns=columns):
+        for batch in iter_batches(src, settings.chunk_rows, columns, shard["row_groups"]):
             feats = batch.select(spec.model_features).to_pandas()
             missing = feats.isna().all(axis=1)
             if missing.any():
@@ -165,7 +165,7 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
             parts = [pq.ParquetFile(s["parts"][zone]) for s in shards]
             with pq.ParquetWriter(tmp, parts[0].schema_arrow) as writer:
                 for part in parts:
-                    for batch in part.iter_batches():
+                    for batch in iter_batches(part):
                         writer.write_batch(batch)
     for s in shards:
         for part in s["parts"].values():
