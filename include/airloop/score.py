@@ -111,14 +111,19 @@ def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
     return settings.staging_dir / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
 
 
-def score_shard(settings: Settings, shard: dict) -> dict:
+def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None = None) -> dict:
     """Score one shard of :func:`plan_scoring` into a staging part per output zone (atomic; a retry
-    rewrites the same part). Reads only the shard's row groups, in chunks of ``settings.chunk_rows``."""
+    rewrites the same part). Reads only the shard's row groups, in chunks of ``settings.chunk_rows``.
+    ``loaded`` maps model versions to models already loaded (the others are loaded here)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     spec, ds = settings.spec, shard["ds"]
-    models = {zone: (mv, load_model(settings, mv["version"])) for zone, mv in shard["models"].items()}
+    loaded = loaded or {}
+    models = {
+        zone: (mv, loaded[mv["version"]] if mv["version"] in loaded else load_model(settings, mv["version"]))
+        for zone, mv in shard["models"].items()
+    }
     keys = [spec.entity, spec.timestamp]
     paths = {zone: _part_path(settings, zone, ds, shard["shard"]) for zone in models}
     rows = 0
@@ -188,9 +193,11 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
 def score_batch(settings: Settings, ds: str) -> dict:
     """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
     (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``). The shards of
-    :func:`plan_scoring` are scored one after another here; the daily DAG scores them in parallel."""
+    :func:`plan_scoring` are scored one after another here, with the models loaded once; the daily DAG
+    scores them in parallel."""
     shards = plan_scoring(settings, ds)
-    return publish_scores(settings, [score_shard(settings, s) for s in shards])
+    loaded = {mv["version"]: load_model(settings, mv["version"]) for mv in shards[0]["models"].values()}
+    return publish_scores(settings, [score_shard(settings, s, loaded) for s in shards])
 
 
 def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any, ds: str) -> Any:
