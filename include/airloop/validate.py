@@ -54,8 +54,8 @@ SCHEMA_LEVEL = {
 }
 # Uniqueness over these columns: rows with equal values share a bucket of a hash split of the day, so
 # GX checks each bucket alone and ``_merge`` sums the counts (its examples then come bucket by bucket,
-# not in row order). Every other expectation (row count,
-# hand-written aggregates) sees the whole day at once, read with only the columns it names.
+# not in row order). Every other expectation (row count, hand-written aggregates) sees the whole day
+# at once, read with only the columns it names.
 KEYED = {"expect_compound_columns_to_be_unique": "column_list", "expect_column_values_to_be_unique": "column"}
 
 
