@@ -37,10 +37,10 @@ demo: install $(ROOT)/.airloop-passwords.json  ## fresh state, 14 simulated days
 	@rm -rf "$(AIRLOOP_HOME)" && mkdir -p "$(AIRFLOW_HOME)"
 	@echo "Initialising Airflow metadata DB (SQLite) in $(AIRFLOW_HOME) ..."
 	@airflow db migrate >/dev/null
-	@python plugins/airloop_runner.py $(DEMO_ARGS)
+	@python -m airloop_tools.runner $(DEMO_ARGS)
 
-test: install  ## lint + the full test suite, slow end-to-end tests included (CI runs exactly this)
-	@ruff check . && ruff format --check --quiet .
+test: install  ## lint + layer contracts + the full test suite, slow end-to-end tests included (CI runs exactly this)
+	@ruff check . && ruff format --check --quiet . && lint-imports --no-cache >/dev/null
 	@pytest $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
@@ -50,7 +50,7 @@ test-production: install  ## the production topology, live (PostgreSQL + Redis o
 	@pytest -s $(PYTEST_ARGS) tests/test_production_compose.py tests/test_production_topology.py
 
 lint: install
-	@ruff check . && ruff format --check .
+	@ruff check . && ruff format --check . && lint-imports --no-cache
 
 bench: install  ## all benchmarks, figures and ratios against same-run baselines, written to BENCHMARKS.md
 	@python bench/run_all.py $(BENCH_ARGS)

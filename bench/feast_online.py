@@ -35,13 +35,14 @@ def feature_rows(spec, n: int) -> pd.DataFrame:
 
 
 def _materialize(settings, rows: pd.DataFrame) -> float:
+    from airloop import lake
     from airloop.features import apply_repo
     from airloop.storage import write_parquet
 
-    write_parquet(rows, settings.features_dir / "2026-01-05.parquet")
+    write_parquet(rows, lake.data_file(settings, lake.FEATURES, "2026-01-05"))
     store = apply_repo(settings)
     t = time.perf_counter()
-    store.materialize(start_date=DAY, end_date=DAY + timedelta(days=1), feature_views=["customer_snapshot_fv"])
+    store.materialize(start_date=DAY, end_date=DAY + timedelta(days=1), feature_views=[settings.spec.feature_view_name])
     return time.perf_counter() - t
 
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from airloop.features import get_store
 
     store = get_store(settings)
-    service = store.get_feature_service("churn_v1")
+    service = store.get_feature_service(settings.spec.feature_service_name)
     rng = np.random.default_rng(1)
     for n in (1, 100):
         lat = []

@@ -26,12 +26,13 @@ import stages  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TWICE = (
     "import shutil, time\n"
+    "from airloop import lake\n"
     "from airloop.config import get_settings\n"
     "def clean():\n"
     "    s = get_settings()\n"
     "    for zone in ('raw', 'validated', 'predictions'):\n"
-    f"        shutil.rmtree(s.partition(zone, {stages.DAY!r}), ignore_errors=True)\n"
-    f"    (s.features_dir / '{stages.DAY}.parquet').unlink(missing_ok=True)\n"
+    f"        shutil.rmtree(lake.partition(s, zone, {stages.DAY!r}), ignore_errors=True)\n"
+    f"    lake.data_file(s, 'features', {stages.DAY!r}).unlink(missing_ok=True)\n"
     "def cycle():\n"
     "{body}"
     "clean(); cycle(); print('first-end', time.time())\n"
@@ -50,7 +51,7 @@ PLAIN = (
 AIRFLOW = (
     "    import sys, datetime\n"
     f"    sys.path.insert(0, {str(ROOT / 'plugins')!r})\n"
-    "    from airloop_runner import _quiet, load_dags, run\n"
+    "    from airloop_tools.runner import _quiet, load_dags, run\n"
     "    _quiet()\n"
     f"    state = run(load_dags()['airloop_daily'], datetime.date.fromisoformat({stages.DAY!r}))\n"
     "    assert state == 'success', state\n"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from airloop import lake
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "validate", "materialize", "score")
 OFFLINE = "offline_features"  # the features stage without Feast's online write (for sizes too big for it)
@@ -84,10 +86,10 @@ def worker(stage: str) -> dict:
     if stage == "score":  # the baseline: bare predict on the same rows, already in memory
         import pandas as pd
 
+        from airloop.model import predict
         from airloop.registry import CHAMPION, load_model, version_by_alias
-        from airloop.train import predict
 
-        feats = pd.read_parquet(s.features_dir / f"{DAY}.parquet", columns=s.spec.model_features)
+        feats = pd.read_parquet(lake.data_file(s, "features", DAY), columns=s.spec.model_features)
         model = load_model(s, version_by_alias(s, CHAMPION).version)
         t0 = time.perf_counter()
         predict(s, model, feats)

@@ -32,10 +32,10 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import (
-    DAG_DEFAULTS,
     FEATURES,
     RAW_BATCH,
     VALIDATED_BATCH,
+    dag_defaults,
     fail_if_quarantined,
     materialize_day,
     nightly,
@@ -46,7 +46,7 @@ from airloop_dag_support import (
 
 @dag(
     schedule=nightly(),
-    **DAG_DEFAULTS,
+    **dag_defaults(),
     tags=["airloop", "daily"],
     doc_md=__doc__,
     params={

@@ -10,10 +10,11 @@ Nightly, after the daily chain has scored the day:
    and its classification / regression performance on the labelled scored days. It writes
    `monitoring/ds=<day>/` (HTML reports and `result.json`), `monitoring/history.csv`, and logs the
    numbers to MLflow against the champion's version; then it applies the retraining policy;
-3. `decide` (a real branch) follows exactly one of:
-   * `trigger_retrain`: no champion yet, or drift persisted for `AIRLOOP_DRIFT_PERSIST_CHECKS` checks, or
-     performance fell below the floor; outside the cool-down, with enough new labelled rows and no
-     training run already queued or running. Triggers `airloop_train` with the reason in its conf;
+3. `route` (a real branch) follows the action of the retraining policy to exactly one of:
+   * `request_retrain` → `trigger_retrain`: no champion yet, or drift persisted for
+     `AIRLOOP_DRIFT_PERSIST_CHECKS` checks, or performance fell below the floor; outside the cool-down,
+     with enough new labelled rows and no training run already queued or running. Triggers
+     `airloop_train` with the request (trigger, causes, reason, day) as its conf;
    * `alert_only`: something is wrong but the policy holds the retrain back (cool-down, drift not yet
      persistent, too few new labels, a training run in flight);
    * `no_action`.
@@ -25,16 +26,16 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
+from airloop.config import get_settings
 from airloop_alerts import notify_retrain
-from airloop_dag_support import DAG_DEFAULTS, MONITOR_CRON, nightly
+from airloop_dag_support import dag_defaults, nightly
 
 TRAIN_DAG = "airloop_train"
-RESULT = "ti.xcom_pull(task_ids='check')"
 
 
 @dag(
-    schedule=nightly(MONITOR_CRON),
-    **DAG_DEFAULTS,
+    schedule=nightly(get_settings().monitor_cron),
+    **dag_defaults(),
     tags=["airloop", "monitoring"],
     doc_md=__doc__,
 )
@@ -42,7 +43,7 @@ def airloop_monitor():
     @task
     def collect_labels(ds: str | None = None) -> dict:
         from airloop.config import get_settings
-        from airloop.monitor import collect_labels as collect
+        from airloop.labels import collect_labels as collect
 
         return collect(get_settings(), ds)
 
@@ -58,28 +59,18 @@ def airloop_monitor():
         return {k: result.get(k) for k in keys}
 
     @task.branch
-    def decide(result: dict) -> str:
-        from airloop.monitor import ALERT_ACTIONS, TRIGGER_ACTIONS
+    def route(result: dict) -> str:
+        from airloop.policy import ALERT_ACTIONS, TRIGGER_ACTIONS
 
         if result["action"] in TRIGGER_ACTIONS:
-            return "trigger_retrain"
+            return "request_retrain"
         return "alert_only" if result["action"] in ALERT_ACTIONS else "no_action"
 
-    trigger_retrain = TriggerDagRunOperator(
-        task_id="trigger_retrain",
-        trigger_dag_id=TRAIN_DAG,
-        trigger_run_id="retrain__{{ ds }}",
-        logical_date="{{ logical_date }}",
-        skip_when_already_exists=True,
-        on_success_callback=notify_retrain,
-        conf={
-            "reason": "{{ " + RESULT + "['action'] }}",
-            "cause": "{{ " + RESULT + "['causes'] | join(',') }}",
-            "detail": "{{ " + RESULT + "['reason'] }}",
-            "trigger_ds": "{{ ds }}",
-            "end_date": "{{ ds }}",
-        },
-    )
+    @task
+    def request_retrain(result: dict) -> dict:
+        from airloop.policy import retrain_request
+
+        return dict(retrain_request(result))
 
     @task
     def alert_only(result: dict) -> None:
@@ -90,7 +81,17 @@ def airloop_monitor():
         send_event("drift", f"monitor alert without retrain ({result['ds']})", message)
 
     result = check(collect_labels())
-    decide(result) >> [trigger_retrain, alert_only(result), EmptyOperator(task_id="no_action")]
+    request = request_retrain(result)
+    route(result) >> [request, alert_only(result), EmptyOperator(task_id="no_action")]
+    TriggerDagRunOperator(  # the request is the run's conf: each key is a Param of airloop_train
+        task_id="trigger_retrain",
+        trigger_dag_id=TRAIN_DAG,
+        trigger_run_id="retrain__{{ ds }}",
+        logical_date="{{ logical_date }}",
+        skip_when_already_exists=True,
+        on_success_callback=notify_retrain,
+        conf=request,
+    )
 
 
 airloop_monitor()

@@ -16,9 +16,9 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import (
-    DAG_DEFAULTS,
     FEATURES,
     VALIDATED_BATCH,
+    dag_defaults,
     fail_if_quarantined,
     materialize_day,
     score_day,
@@ -27,7 +27,7 @@ from airloop_dag_support import (
 
 @dag(
     schedule=None,
-    **DAG_DEFAULTS,
+    **dag_defaults(),
     tags=["airloop", "data-quality"],
     doc_md=__doc__,
     params={
@@ -47,7 +47,7 @@ def airloop_release():
         from airflow.sdk.exceptions import AirflowFailException
 
         from airloop.config import get_settings
-        from airloop.quarantine import release_batch
+        from airloop.release import release_batch
 
         with fail_if_quarantined():
             try:

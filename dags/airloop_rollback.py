@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop_dag_support import DAG_DEFAULTS, MODEL
+from airloop_dag_support import MODEL, dag_defaults
 
 
 @dag(
     schedule=None,
-    **DAG_DEFAULTS,
+    **dag_defaults(),
     tags=["airloop", "registry"],
     doc_md=__doc__,
     params={

@@ -17,18 +17,15 @@ With `AIRLOOP_CONTAINER_IMAGE` set, `train` runs `airloop train` in a container 
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Param, dag, task
 
-from airloop_dag_support import DAG_DEFAULTS, MODEL
-
-CONTAINER_IMAGE = os.environ.get("AIRLOOP_CONTAINER_IMAGE")
+from airloop.config import get_settings
+from airloop_dag_support import MODEL, dag_defaults
 
 
 @dag(
     schedule=None,
-    **DAG_DEFAULTS,
+    **dag_defaults(),
     tags=["airloop", "training"],
     doc_md=__doc__,
     params={
@@ -58,6 +55,25 @@ CONTAINER_IMAGE = os.environ.get("AIRLOOP_CONTAINER_IMAGE")
             description='Estimator keyword arguments, e.g. {"C": 0.5} or {"max_iter": 300, "learning_rate": 0.05}.',
         ),
         "reason": Param("manual", type="string", description="Why this run trains (recorded in MLflow)."),
+        # set by airloop_monitor's retrain request (airloop.policy.RetrainRequest); a person leaves them
+        "trigger": Param(
+            "manual",
+            type="string",
+            enum=["manual", "bootstrap", "retrain"],
+            description="What started this run: a person, the monitor's cold start or its retraining policy.",
+        ),
+        "causes": Param(
+            [], type="array", description="What the monitor saw: bootstrap, drift and/or performance (else empty)."
+        ),
+        "trigger_ds": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="The day of the monitor check that asked for this run (else empty).",
+        ),
+        "is_backfill": Param(
+            False, type="boolean", description="Judge the model but never promote it, as for a backfill run."
+        ),
     },
 )
 def airloop_train():
@@ -67,25 +83,32 @@ def airloop_train():
         from airloop.train import train_model
 
         settings = get_settings()
-        end = params.get("end_date") or ds  # None: the latest validated day
-        trigger = {"reason": params["reason"], "ds": params.get("trigger_ds") or "", "airflow_run_id": run_id}
+        end = params["end_date"] or ds  # None: the latest validated day
+        trigger = {
+            "trigger": params["trigger"],
+            "causes": params["causes"],
+            "reason": params["reason"],
+            "ds": params["trigger_ds"] or "",
+            "airflow_run_id": run_id,
+        }
         return train_model(
             settings, end, params["window_days"], params["model_type"], params.get("hyperparameters"), trigger=trigger
         )
 
-    if CONTAINER_IMAGE:  # optional: the same `airloop train` in its own container (plugins/airloop_container.py)
+    image = get_settings().container_image  # optional: `airloop train` in a container (plugins/airloop_container.py)
+    if image:
         from airloop_container import train_in_container
 
-        trained = train_in_container(CONTAINER_IMAGE, outlets=[MODEL]).output
+        trained = train_in_container(image, outlets=[MODEL]).output
     else:
         trained = train()
 
     @task
-    def gate(trained: dict, dag_run=None) -> dict:
+    def gate(trained: dict, dag_run=None, params: dict | None = None) -> dict:
         from airloop.config import get_settings
         from airloop.promote import evaluate_gate, explain_decision
 
-        is_backfill = dag_run.run_type == "backfill" or bool(dag_run.conf.get("is_backfill"))
+        is_backfill = dag_run.run_type == "backfill" or params["is_backfill"]
         actor = f"airflow:{dag_run.run_id}"
         settings = get_settings()
         decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)

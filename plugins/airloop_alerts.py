@@ -1,6 +1,6 @@
 """Alert emails, sent by the SMTP provider's ``SmtpNotifier`` through the ``smtp_default`` connection.
 
-* ``notify_failure``: ``on_failure_callback`` of every airloop task (in ``DEFAULT_ARGS``): one email per
+* ``notify_failure``: ``on_failure_callback`` of every airloop task (in ``dag_defaults()``): one email per
   final failure (not per retry), naming DAG, task and date, the error in plain words (the failed
   expectations when a batch was quarantined) and a link to the task's log in the UI.
 * ``notify_dag_failure``: ``on_failure_callback`` of every airloop DAG: the safety net for a task whose
@@ -92,10 +92,12 @@ def describe_error(error: Any) -> tuple[str, bool]:
         cause = error.__cause__
         if isinstance(cause, BatchQuarantined) or isinstance(error, BatchQuarantined):
             return str(cause or error), True
-        if type(error).__name__ == "AirflowFailException":
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if isinstance(error, AirflowFailException):
             return str(error), False
         return f"{type(error).__name__}: {error}", False
-    return str(error), " quarantined at " in str(error)
+    return str(error), False  # a message without an exception (the DAG-level safety net)
 
 
 def failure_email(
@@ -167,16 +169,19 @@ def _alerted(dag_id: str, run_id: str, task_id: str) -> bool:
 
 
 def notify_retrain(context: dict) -> None:
-    """``on_success_callback`` of the monitor's ``trigger_retrain``: drift (or cold start) started a retrain."""
+    """``on_success_callback`` of the monitor's ``trigger_retrain``: what started a retrain (cold start,
+    drift, performance), from the request the monitor handed to ``airloop_train``."""
+    from airloop.policy import describe_causes
+
     ti = context["ti"]
+    request = ti.xcom_pull(task_ids="request_retrain") or {}
     result = ti.xcom_pull(task_ids="check") or {}
-    ds = context.get("ds") or result.get("ds")
-    action = result.get("action", "retrain")
-    why = "no champion yet (cold start)" if action == "bootstrap" else "data drift"
+    ds = context.get("ds") or request.get("trigger_ds")
+    why = describe_causes(request.get("causes") or [])
     share = result.get("drift_share")
     body = (
         f"Monitor run for {ds}: {why} triggered a retraining run of airloop_train (run id retrain__{ds}).\n"
-        f"Reason: {result.get('reason', '?')}\n"
+        f"Reason: {request.get('reason', '?')}\n"
         + (f"Share of drifted columns: {share:.2f}\n" if isinstance(share, int | float) else "")
         + "The promotion gate decides whether the new model replaces the champion.\n"
     )

@@ -25,9 +25,9 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk.exceptions import AirflowException
 from docker.types import Healthcheck, Mount
 
-# the worker's environment the container gets: airloop's settings, S3 (boto3) and MLflow client settings, less
-# the container mode's own keys and boto3's file paths (files of the worker, not of the image)
-FORWARDED_PREFIXES = ("AIRLOOP_", "AWS_", "MLFLOW_")
+# the worker's environment the container gets: S3 (boto3) and MLflow client settings (airloop's own come from
+# Settings), less the container mode's own keys and boto3's file paths (files of the worker, not of the image)
+FORWARDED_PREFIXES = ("AWS_", "MLFLOW_")
 NOT_FORWARDED = ("AIRLOOP_CONTAINER_", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 LOG_TAIL = 30
 
@@ -47,16 +47,22 @@ TRAIN_COMMAND = [
     "{{ (params.hyperparameters or {}) | tojson }}",
     "--reason",
     "{{ params.reason }}",
+    "--trigger",
+    "{{ params.trigger }}",
+    "--causes",
+    "{{ params.causes | join(',') }}",
     "--trigger-ds",
-    "{{ params.get('trigger_ds') or '' }}",
+    "{{ params.trigger_ds or '' }}",
     "--airflow-run-id",
     "{{ run_id }}",
 ]
 
 
-def container_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """What the container is given of the worker's environment (secrets included, hence private)."""
-    return {k: v for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES) and not k.startswith(NOT_FORWARDED)}
+def container_env(environ: Mapping[str, str], airloop: Mapping[str, str]) -> dict[str, str]:
+    """What the container is given (secrets included, hence private): the worker's S3 (boto3) and MLflow client
+    variables, and airloop's settings as the worker resolved them (``Settings.as_env``)."""
+    both = {**{k: v for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES)}, **airloop}
+    return {k: v for k, v in both.items() if not k.startswith(NOT_FORWARDED)}
 
 
 def _plain_reason(url: str, reason: str) -> str:
@@ -122,17 +128,17 @@ def train_in_container(image: str, **kwargs: Any) -> AirloopDockerOperator:
     """The ``train`` task as a container of ``image`` running ``airloop train`` with the worker's settings."""
     from airloop.config import get_settings
 
-    volume = os.environ.get("AIRLOOP_CONTAINER_DATA_VOLUME", "airloop-data")
-    home = str(get_settings().home)
+    settings = get_settings()
+    volume, home = settings.container_data_volume, str(settings.home)
     return AirloopDockerOperator(
         task_id="train",
         image=image,
         command=TRAIN_COMMAND,
         # not templated, not shown in the UI, not serialized: computed where the task runs (the DAG is parsed there)
-        private_environment={**container_env(os.environ), "AIRLOOP_HOME": home},
+        private_environment=container_env(os.environ, settings.as_env()),
         mounts=[Mount(target=home, source=volume, type="bind" if volume.startswith("/") else "volume")],
-        network_mode=os.environ.get("AIRLOOP_CONTAINER_NETWORK") or None,
-        user=os.environ.get("AIRLOOP_CONTAINER_USER", "50000:0"),
+        network_mode=settings.container_network,
+        user=settings.container_user,
         auto_remove="force",  # removed after every run, failed or not
         mount_tmp_dir=False,  # the worker's /tmp is not the engine host's when the worker is itself a container
         **kwargs,

@@ -1,8 +1,8 @@
-"""Airflow glue shared by airloop's DAGs: assets, schedule, default args. Cheap to import."""
+"""Airflow glue shared by airloop's DAGs: assets, schedule, default args. Cheap to import: the settings
+object (pydantic, no heavy library) is read when a DAG file is parsed."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -10,47 +10,50 @@ from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, task
 
+from airloop import lake
+from airloop.config import get_settings
 from airloop_alerts import notify_dag_failure, notify_failure
 
 OWNER = "airloop"
-START_DATE = datetime(2026, 1, 1)
-# The daily interval is the calendar day of the batch (its run starts when the day ends); the
-# monitor's interval ends three hours later, after the daily chain has scored the same day.
-NIGHTLY_CRON = os.environ.get("AIRLOOP_NIGHTLY_CRON", "0 0 * * *")
-MONITOR_CRON = os.environ.get("AIRLOOP_MONITOR_CRON", "0 3 * * *")
-TIMEZONE = os.environ.get("AIRLOOP_TIMEZONE", "UTC")
 
 # What the pipeline produces, named so the UI shows lineage and DAGs can be data-aware.
-RAW_BATCH = Asset(name="airloop_raw_batch", uri="file://airloop/lake/raw")
-VALIDATED_BATCH = Asset(name="airloop_validated_batch", uri="file://airloop/lake/validated")
-FEATURES = Asset(name="airloop_features", uri="file://airloop/feast/customer_snapshot_fv")
-MODEL = Asset(name="airloop_model", uri="mlflow://airloop_churn")
-SCORES = Asset(name="airloop_scores", uri="file://airloop/lake/predictions")
-
-DEFAULT_ARGS = {
-    "owner": OWNER,
-    "retries": int(os.environ.get("AIRLOOP_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-    # one email per final failure (SmtpNotifier, smtp_default), not one per retry
-    "on_failure_callback": notify_failure,
-}
-
-# What every airloop DAG shares: pass as ``@dag(**DAG_DEFAULTS, ...)``.
-DAG_DEFAULTS = {
-    "start_date": START_DATE,
-    "catchup": False,
-    "max_active_runs": 1,
-    "default_args": DEFAULT_ARGS,
-    # safety net: a task killed by the OS never runs its own callback; the failed run still alerts
-    "on_failure_callback": notify_dag_failure,
-}
+RAW_BATCH = Asset(name="airloop_raw_batch", uri=f"file://airloop/lake/{lake.RAW}")
+VALIDATED_BATCH = Asset(name="airloop_validated_batch", uri=f"file://airloop/lake/{lake.VALIDATED}")
+FEATURES = Asset(name="airloop_features", uri="file://airloop/feast/features")
+MODEL = Asset(name="airloop_model", uri="mlflow://airloop/champion")
+SCORES = Asset(name="airloop_scores", uri=f"file://airloop/lake/{lake.PREDICTIONS}")
 
 
-def nightly(cron: str = NIGHTLY_CRON) -> CronDataIntervalTimetable:
-    """Daily batches keyed by their data interval; tasks use its logical date ``ds`` as the batch day."""
-    return CronDataIntervalTimetable(cron, timezone=TIMEZONE)
+def dag_defaults() -> dict[str, Any]:
+    """What every airloop DAG shares, from the settings as they are where the file is parsed: pass as
+    ``@dag(**dag_defaults(), ...)``. The start date is ``AIRLOOP_START_DATE`` (history loads of any year
+    run; catchup stays off, so a new deployment schedules only the latest interval)."""
+    settings = get_settings()
+    return {
+        "start_date": datetime.combine(settings.start_date, datetime.min.time()),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {
+            "owner": OWNER,
+            "retries": settings.task_retries,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=10),
+            # one email per final failure (SmtpNotifier, smtp_default), not one per retry
+            "on_failure_callback": notify_failure,
+        },
+        # safety net: a task killed by the OS never runs its own callback; the failed run still alerts
+        "on_failure_callback": notify_dag_failure,
+    }
+
+
+def nightly(cron: str | None = None) -> CronDataIntervalTimetable:
+    """Daily batches keyed by their data interval (``AIRLOOP_NIGHTLY_CRON`` in ``AIRLOOP_TIMEZONE``
+    unless another cron is given); tasks use its logical date ``ds`` as the batch day. The daily
+    interval is the calendar day of the batch (its run starts when the day ends); the monitor's
+    (``AIRLOOP_MONITOR_CRON``) ends three hours later, after the daily chain has scored the same day."""
+    settings = get_settings()
+    return CronDataIntervalTimetable(cron or settings.nightly_cron, timezone=settings.timezone)
 
 
 @contextmanager

@@ -111,7 +111,7 @@ class LiveAirflow:
         """Run a command (``airflow ...``, ``airloop ...``) in this Airflow's environment."""
         cmd = [sys.executable, "-m", "airflow", *args[1:]] if args[0] == "airflow" else list(args)
         if args[0] == "airloop":
-            cmd = [sys.executable, "-m", "airloop.cli", *args[1:]]
+            cmd = [sys.executable, "-m", "airloop_tools.cli", *args[1:]]
         for _ in range(5):
             out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
             # SQLite answers "database is locked" at once (no waiting) when two writers would deadlock;

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airloop.airflow_settings import convert, expand, read_settings
+from airloop_tools.airflow_settings import convert, expand, read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,10 @@ from datetime import date
 
 import pandas as pd
 
+from airloop import lake
 from airloop.ingest import ingest_batch
+from airloop.lake import DATA_FILE
 from airloop.simulate import simulate_day
-from airloop.storage import DATA_FILE, partition_dates
 
 DAY = "2026-01-05"
 
@@ -25,11 +26,11 @@ def test_sigkill_during_ingest_write_leaves_nothing_readable_and_rerun_completes
 
     big = get_settings()
     day = simulate_day(date.fromisoformat(DAY), big)
-    landing = big.landing_dir / f"ds={DAY}"
+    landing = lake.landing(big, DAY)
     landing.mkdir(parents=True)
     for i in range(20):  # 2 M rows in 20 files: writing the partition takes a while
         day.to_parquet(landing / f"part-{i:02d}.parquet")
-    raw = big.partition("raw", DAY)
+    raw = lake.partition(big, "raw", DAY)
 
     code = (
         "from airloop.config import get_settings; from airloop.ingest import ingest_batch; "
@@ -47,7 +48,7 @@ def test_sigkill_during_ingest_write_leaves_nothing_readable_and_rerun_completes
 
     assert proc.returncode == -signal.SIGKILL
     assert not (raw / DATA_FILE).exists(), "a killed writer must not leave a partition behind"
-    assert DAY not in partition_dates(big.lake_dir / "raw"), "readers must not pick up the temp file"
+    assert DAY not in lake.dates(big, "raw"), "readers must not pick up the temp file"
 
     summary = ingest_batch(big, DAY)  # the retry
     assert summary["rows"] == 20 * len(day)

@@ -12,17 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.ingest import ingest_batch
+from airloop.lake import DATA_FILE
 from airloop.quarantine import BatchQuarantined
 from airloop.simulate import Scenario, simulate_day, write_landing
-from airloop.storage import DATA_FILE
 from airloop.validate import validate_batch
 
 GOOD, DAY = "2026-01-02", "2026-01-03"
 
 
 def _landing(settings, name: str) -> Path:
-    folder = settings.landing_dir / f"ds={DAY}"
+    folder = lake.landing(settings, DAY)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
 
@@ -137,12 +138,12 @@ def test_bad_batch_is_quarantined_with_a_clear_reason(settings, good_day, make_b
     message = str(err.value)
     for word in words:
         assert word in message, f"{word!r} missing from: {message}"
-    quarantine = settings.partition("quarantine", DAY)
+    quarantine = lake.partition(settings, "quarantine", DAY)
     assert (quarantine / "REASON.txt").read_text().strip() == message
     assert (quarantine / DATA_FILE).exists() or any((quarantine / "files").iterdir())
     # nothing downstream, no temp files, the good day untouched
-    assert not settings.partition("validated", DAY).exists()
-    assert not (settings.features_dir / f"{DAY}.parquet").exists()
+    assert not lake.partition(settings, "validated", DAY).exists()
+    assert not (lake.data_file(settings, "features", DAY)).exists()
     assert not list(settings.lake_dir.rglob(".*tmp*"))
     assert _snapshot(settings, GOOD) == good_day
 
@@ -153,9 +154,9 @@ def test_blocked_batch_has_its_data_docs_page(settings):
     with pytest.raises(BatchQuarantined, match="Data Docs: ") as err:
         validate_batch(settings, DAY)
     page = Path(str(err.value).split("Data Docs: ")[1].strip())
-    assert page.is_file() and page.is_relative_to(settings.partition("quarantine", DAY))
+    assert page.is_file() and page.is_relative_to(lake.partition(settings, "quarantine", DAY))
     assert "usage_hours_7d" in page.read_text()
-    assert (settings.partition("quarantine", DAY) / "data_docs" / "static").is_dir()
+    assert (lake.partition(settings, "quarantine", DAY) / "data_docs" / "static").is_dir()
 
 
 def test_small_nan_burst_passes_with_a_recorded_warning(settings):
@@ -166,15 +167,15 @@ def test_small_nan_burst_passes_with_a_recorded_warning(settings):
     result = validate_batch(settings, DAY)
     assert result["success"] and len(result["warnings"]) == 1
     assert "expect_column_values_to_not_be_null on usage_hours_7d" in result["warnings"][0]
-    recorded = json.loads((settings.partition("validated", DAY) / "validation.json").read_text())
+    recorded = json.loads((lake.partition(settings, "validated", DAY) / "validation.json").read_text())
     assert [w["column"] for w in recorded["warnings"]] == ["usage_hours_7d"]
-    assert not settings.partition("quarantine", DAY).exists()
+    assert not lake.partition(settings, "quarantine", DAY).exists()
 
 
 def test_a_day_with_no_file_is_a_clear_error(settings, good_day):
     with pytest.raises(FileNotFoundError, match=f"no landing batch for {DAY}: no \\*.csv or \\*.parquet under"):
         ingest_batch(settings, DAY)
-    assert not settings.partition("raw", DAY).exists()
+    assert not lake.partition(settings, "raw", DAY).exists()
     assert _snapshot(settings, GOOD) == good_day
 
 

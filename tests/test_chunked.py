@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.ingest import ingest_batch
 from airloop.quarantine import BatchQuarantined
 from airloop.simulate import simulate_day
-from airloop.storage import DATA_FILE
 from airloop.validate import validate_batch
 
 DAY = "2026-01-03"
@@ -23,7 +23,7 @@ ONE_CHUNK, SMALL = 1_000_000, 37  # 600 rows: one chunk, or 17 chunks over two f
 
 def _land(settings, df: pd.DataFrame) -> None:
     """Half the day as CSV, half as Parquet (with a pandas index column), as two landing files."""
-    folder = settings.landing_dir / f"ds={DAY}"
+    folder = lake.landing(settings, DAY)
     folder.mkdir(parents=True, exist_ok=True)
     half = len(df) // 2
     df.iloc[:half].to_csv(folder / "part-1.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
@@ -37,15 +37,15 @@ def _run(settings, monkeypatch, chunk_rows: int) -> tuple[pd.DataFrame, dict, di
 
     s = get_settings()
     ingested = ingest_batch(s, DAY)
-    raw = pd.read_parquet(s.partition("raw", DAY) / DATA_FILE)
+    raw = pd.read_parquet(lake.data_file(s, "raw", DAY))
     try:
         page = Path(validate_batch(s, DAY)["data_docs"])
-        checked = json.loads((s.partition("validated", DAY) / "validation.json").read_text())
-        assert pd.read_parquet(s.partition("validated", DAY) / DATA_FILE).equals(raw)
+        checked = json.loads((lake.partition(s, "validated", DAY) / "validation.json").read_text())
+        assert pd.read_parquet(lake.data_file(s, "validated", DAY)).equals(raw)
     except BatchQuarantined as err:
         page = Path(str(err).split("Data Docs: ")[1].strip())
-        checked = json.loads((s.partition("quarantine", DAY) / "validation.json").read_text())
-        assert pd.read_parquet(s.partition("quarantine", DAY) / DATA_FILE).equals(raw)
+        checked = json.loads((lake.partition(s, "quarantine", DAY) / "validation.json").read_text())
+        assert pd.read_parquet(lake.data_file(s, "quarantine", DAY)).equals(raw)
     assert page.is_file() and "support_calls_30d" in page.read_text()  # the Data Docs page
     for key in ("sha256", "path"):  # the row groups differ with the chunk size, the rows do not
         ingested.pop(key)
@@ -132,10 +132,10 @@ def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
     for chunk_rows in (ONE_CHUNK, 250):  # 1,800 window rows: one pass, or 8 buckets
         monkeypatch.setenv("AIRLOOP_CHUNK_ROWS", str(chunk_rows))
         s = get_settings()
-        for folder in (s.feast_dir, s.features_dir):  # each pass from the validated days alone
+        for folder in (s.feast_dir, lake.zone_dir(s, "features")):  # each pass from the validated days alone
             shutil.rmtree(folder, ignore_errors=True)
         summary = [materialize_features(s, d) for d in days][-1]
-        path = s.features_dir / f"{DAY}.parquet"
+        path = lake.data_file(s, "features", DAY)
         first = path.read_bytes()
         materialize_features(s, DAY)
         assert path.read_bytes() == first

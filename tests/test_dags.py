@@ -36,8 +36,8 @@ def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
         assert dag.on_failure_callback, f"{dag_id}: use DAG_DEFAULTS (its failure callback alerts on killed tasks)"
         for t in dag.tasks:
             assert t.owner == "airloop", f"{dag_id}.{t.task_id}: owner"
-            assert t.retries >= 1, f"{dag_id}.{t.task_id}: set retries (DEFAULT_ARGS) so transient errors heal"
-            assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use DEFAULT_ARGS (failure alert email)"
+            assert t.retries >= 1, f"{dag_id}.{t.task_id}: set retries (dag_defaults) so transient errors heal"
+            assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use dag_defaults() (failure alert email)"
 
 
 @pytest.mark.parametrize("image", ["", "airloop:0.1.0"], ids=["in-worker", "containerised"])

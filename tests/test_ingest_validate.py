@@ -3,10 +3,11 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.ingest import ingest_batch
+from airloop.lake import DATA_FILE
 from airloop.quarantine import BatchQuarantined
 from airloop.simulate import Scenario, write_landing
-from airloop.storage import DATA_FILE
 from airloop.validate import validate_batch
 
 DAY = "2026-01-03"
@@ -14,10 +15,10 @@ DAY = "2026-01-03"
 
 def _files(settings, ds):
     names = [
-        settings.partition("raw", ds) / DATA_FILE,
-        settings.partition("raw", ds) / "_ingest.json",
-        settings.partition("validated", ds) / DATA_FILE,
-        settings.partition("validated", ds) / "validation.json",
+        lake.data_file(settings, "raw", ds),
+        lake.partition(settings, "raw", ds) / "_ingest.json",
+        lake.data_file(settings, "validated", ds),
+        lake.partition(settings, "validated", ds) / "validation.json",
     ]
     return {p.name + p.parent.parent.name: p.read_bytes() for p in names}
 
@@ -30,7 +31,7 @@ def test_rerun_gives_identical_bytes_and_no_duplicates(settings):
     ingest_batch(settings, DAY)
     validate_batch(settings, DAY)
     assert _files(settings, DAY) == first
-    validated = pd.read_parquet(settings.partition("validated", DAY) / DATA_FILE)
+    validated = pd.read_parquet(lake.data_file(settings, "validated", DAY))
     assert len(validated) == len(pd.read_csv(landing))
     assert not validated.duplicated(["customer_id", "event_timestamp"]).any()
     assert str(validated["event_timestamp"].dt.tz) == "UTC"
@@ -43,11 +44,11 @@ def test_schema_break_is_quarantined_with_a_readable_reason(settings):
     with pytest.raises(BatchQuarantined, match="quarantined") as err:
         validate_batch(settings, DAY)
     assert "monthly_charges" in str(err.value)
-    quarantine = settings.partition("quarantine", DAY)
+    quarantine = lake.partition(settings, "quarantine", DAY)
     reason = (quarantine / "REASON.txt").read_text()
     assert "expect_table_columns_to_match_set" in reason and "monthly_charges" in reason
     assert (quarantine / DATA_FILE).exists() and (quarantine / "validation.json").exists()
-    assert not settings.partition("validated", DAY).exists()
+    assert not lake.partition(settings, "validated", DAY).exists()
 
 
 def test_duplicates_and_missing_values_are_blocked(settings):
@@ -73,9 +74,8 @@ def test_backfill_twice_over_a_range_never_duplicates_rows(settings):
         for d in days:
             ingest_batch(settings, d)
             validate_batch(settings, d)
-    from airloop.storage import read_partitions
 
-    rows = read_partitions(settings.lake_dir / "validated", days)
+    rows = lake.read(settings, "validated", days)
     assert len(rows) == landed
     assert not rows.duplicated(["customer_id", "event_timestamp"]).any()
 

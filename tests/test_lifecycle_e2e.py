@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from airloop.storage import DATA_FILE
+from airloop import lake
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ RETRAIN_DAY = "2026-01-07"
 def lifecycle(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
-    from airloop_runner import run_days
+    from airloop_tools.runner import run_days
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
@@ -55,19 +55,19 @@ def test_good_days_are_ingested_validated_and_materialized(lifecycle):
 
     for ds in ["2026-01-01", "2026-01-02", "2026-01-04", LAST_DAY]:
         assert log[ds]["airloop_daily"] == "success"
-        assert (settings.partition("raw", ds) / DATA_FILE).exists()
-        result = json.loads((settings.partition("validated", ds) / "validation.json").read_text())
+        assert (lake.data_file(settings, "raw", ds)).exists()
+        result = json.loads((lake.partition(settings, "validated", ds) / "validation.json").read_text())
         assert result["success"] is True and result["failed"] == []
-        assert (settings.features_dir / f"{ds}.parquet").exists()
+        assert (lake.data_file(settings, "features", ds)).exists()
 
 
 def test_bad_batch_is_quarantined_and_nothing_downstream_is_written(lifecycle):
     settings, log = lifecycle
     assert log[BAD_DAY]["airloop_daily"] == "failed"
-    assert "monthly_charges" in (settings.partition("quarantine", BAD_DAY) / "REASON.txt").read_text()
-    assert not settings.partition("validated", BAD_DAY).exists()
-    assert not (settings.features_dir / f"{BAD_DAY}.parquet").exists()
-    assert not settings.partition("predictions", BAD_DAY).exists()
+    assert "monthly_charges" in (lake.partition(settings, "quarantine", BAD_DAY) / "REASON.txt").read_text()
+    assert not lake.partition(settings, "validated", BAD_DAY).exists()
+    assert not (lake.data_file(settings, "features", BAD_DAY)).exists()
+    assert not lake.partition(settings, "predictions", BAD_DAY).exists()
     states = _task_states("airloop_daily", BAD_DAY)
     assert states["validate"] == "failed"
     assert states["materialize"] == states["score"] == "upstream_failed"
@@ -77,7 +77,7 @@ def test_online_store_serves_a_known_entity(lifecycle):
     settings, _ = lifecycle
     from airloop.features import online_features
 
-    batch = pd.read_parquet(settings.partition("validated", LAST_DAY) / DATA_FILE)
+    batch = pd.read_parquet(lake.data_file(settings, "validated", LAST_DAY))
     row = batch.iloc[0]
     online = online_features(settings, [int(row["customer_id"])]).iloc[0]
     assert online["monthly_charges"] == pytest.approx(row["monthly_charges"])
@@ -91,17 +91,17 @@ def test_champion_exists_and_predictions_carry_its_version(lifecycle):
     champion = version_by_alias(settings, "champion")
     assert champion is not None
     assert champion.tags["airloop.gate.decision"] == "promoted"
-    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    preds = pd.read_parquet(lake.data_file(settings, "predictions", LAST_DAY))
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
     # the newest day's online store agrees with the offline features scoring read (skew sample)
-    skew = json.loads((settings.monitoring_dir / "skew" / f"ds={LAST_DAY}.json").read_text())
+    skew = json.loads((lake.skew_report(settings, LAST_DAY)).read_text())
     assert skew["sampled"] == settings.skew_sample and skew["mismatches"] == []
 
 
 def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     settings, log = lifecycle
-    from airloop.monitor import history
+    from airloop.policy import history
     from airloop.registry import client, version_by_alias
     from airloop.status import collect_status
 
@@ -113,8 +113,8 @@ def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
     assert [r["trigger_ds"] for r in retrains] == [RETRAIN_DAY], "exactly one retrain; the cool-down stops repeats"
     assert retrains[0]["run_id"] in events[RETRAIN_DAY]["retrain_runs"]
-    assert [t["conf"]["reason"] for t in log[RETRAIN_DAY]["airloop_train"]] == ["retrain"]
-    assert log[RETRAIN_DAY]["airloop_train"][0]["conf"]["cause"] == "drift"
+    assert [t["conf"]["trigger"] for t in log[RETRAIN_DAY]["airloop_train"]] == ["retrain"]
+    assert log[RETRAIN_DAY]["airloop_train"][0]["conf"]["causes"] == ["drift"]
     assert log[RETRAIN_DAY]["airloop_train"][0]["state"] == "success"
     # the retrain went through the gate, which compared it with the champion it would replace on the
     # same recent rows; the champion alias follows its decision
@@ -149,18 +149,18 @@ def test_release_dag_puts_the_fixed_batch_back_and_scores_it(lifecycle):
     """Runs last: the operator fixes the quarantined day and triggers airloop_release with its date."""
     settings, _ = lifecycle
     from airloop.registry import version_by_alias
-    from airloop_runner import load_dags, run
+    from airloop_tools.runner import load_dags, run
 
-    fixed = settings.partition("quarantine", BAD_DAY) / DATA_FILE
+    fixed = lake.data_file(settings, "quarantine", BAD_DAY)
     df = pd.read_parquet(fixed).rename(columns={"monthly_charge": "monthly_charges"})
     df["tenure_months"] = df["tenure_months"].str.removesuffix(" months").astype("int64")
     df.to_parquet(fixed)
     state = run(load_dags()["airloop_release"], date(2026, 2, 1), conf={"date": BAD_DAY, "path": None})
     assert state == "success"
-    assert not settings.partition("quarantine", BAD_DAY).exists()
-    assert (settings.partition("validated", BAD_DAY) / DATA_FILE).exists()
-    preds = pd.read_parquet(settings.partition("predictions", BAD_DAY) / DATA_FILE)
+    assert not lake.partition(settings, "quarantine", BAD_DAY).exists()
+    assert (lake.data_file(settings, "validated", BAD_DAY)).exists()
+    preds = pd.read_parquet(lake.data_file(settings, "predictions", BAD_DAY))
     assert set(preds["model_version"]) == {str(version_by_alias(settings, "champion").version)}
     # a past day is scored from its own point-in-time features, not today's online values
-    feats = pd.read_parquet(settings.features_dir / f"{BAD_DAY}.parquet")
+    feats = pd.read_parquet(lake.data_file(settings, "features", BAD_DAY))
     assert len(preds) == len(feats) and set(preds["event_timestamp"]) == set(feats["event_timestamp"])

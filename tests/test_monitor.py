@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop.monitor import arrived_labels, collect_labels, decide, drift_report, drift_streak, performance_report
+from airloop.labels import arrived_labels, collect_labels
+from airloop.policy import decide, drift_streak
+from airloop.reports import drift_report, performance_report
 from airloop.simulate import Scenario, simulate, simulate_day
 
 START = date(2026, 1, 1)

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from airloop import lake
+
 pytestmark = pytest.mark.slow
 
 START, DAYS = date(2026, 1, 1), 8
@@ -20,7 +22,7 @@ CAUGHT_DAY = "2026-01-07"
 def concept(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
-    from airloop_runner import run_days
+    from airloop_tools.runner import run_days
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("concept") / "airloop"))
@@ -33,7 +35,7 @@ def concept(airflow_runs, tmp_path_factory):
 
 
 def _result(settings, ds: str) -> dict:
-    return json.loads((settings.monitoring_dir / f"ds={ds}" / "result.json").read_text())
+    return json.loads((lake.monitoring(settings, ds) / "result.json").read_text())
 
 
 def _task_states(dag_id: str, ds: str) -> dict[str, str]:
@@ -50,7 +52,7 @@ def test_stable_period_triggers_nothing(concept):
     settings, log, _ = concept
     calm = _result(settings, "2026-01-05")
     assert calm["action"] == "none" and calm["dataset_drift"] is False
-    assert [t["conf"]["reason"] for t in log["2026-01-05"]["airloop_train"]] == []
+    assert [t["conf"]["trigger"] for t in log["2026-01-05"]["airloop_train"]] == []
     assert _result(settings, DRIFT_DAY)["action"] == "none", "the labels of the drifted day have not arrived yet"
 
 
@@ -69,7 +71,7 @@ def test_concept_drift_is_caught_by_the_performance_path_once_labels_arrive(conc
     states = _task_states("airloop_monitor", CAUGHT_DAY)
     assert states["trigger_retrain"] == "success" and states["alert_only"] == states["no_action"] == "skipped"
     # no second retrain in the run: the cool-down (or a new champion without labelled days yet) holds it
-    retrains = [ds for ds, entry in log.items() for t in entry["airloop_train"] if t["conf"]["reason"] == "retrain"]
+    retrains = [ds for ds, entry in log.items() for t in entry["airloop_train"] if t["conf"]["trigger"] == "retrain"]
     assert retrains == [CAUGHT_DAY]
 
 
@@ -79,7 +81,7 @@ def test_reports_numbers_and_mlflow_metrics_are_persisted(concept):
 
     caught = _result(settings, CAUGHT_DAY)
     for name in ("data", "predictions", "performance"):
-        html = settings.monitoring_dir / f"ds={CAUGHT_DAY}" / f"{name if name != 'data' else 'report'}.html"
+        html = lake.monitoring(settings, CAUGHT_DAY) / f"{name if name != 'data' else 'report'}.html"
         assert caught["reports"][name] == str(html) and html.stat().st_size > 10_000
     assert {"score", "method", "threshold", "drifted"} <= set(caught["columns"]["monthly_charges"])
     assert {"roc_auc", "accuracy", "f1"} <= set(caught["performance_metrics"])
@@ -103,7 +105,7 @@ def test_a_training_run_in_flight_suppresses_a_new_trigger(concept):
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
 
-    from airloop_runner import load_dags, run
+    from airloop_tools.runner import load_dags, run
 
     mp.setenv("AIRLOOP_MODEL_NAME", "airloop_churn_in_flight")
     queued = trigger_dag(

@@ -9,6 +9,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.features import materialize_features, online_features
 from airloop.ingest import ingest_batch
 from airloop.simulate import write_landing
@@ -47,7 +48,7 @@ def test_materialize_into_redis_and_read_back(redis_settings):
     import redis
 
     assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).dbsize() == s.rows_per_day
-    batch = pd.read_parquet(s.partition("validated", DAY) / "data.parquet").sort_values("customer_id")
+    batch = pd.read_parquet(lake.data_file(s, "validated", DAY)).sort_values("customer_id")
     online = online_features(s, batch["customer_id"].head(20).tolist()).sort_values("customer_id")
     expected = batch.head(20).reset_index(drop=True)
     assert online["monthly_charges"].tolist() == pytest.approx(expected["monthly_charges"].tolist())

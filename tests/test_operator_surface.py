@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from airloop import lake
 from live_airflow import LiveAirflow, SmtpInbox, body_text
 
 pytestmark = pytest.mark.slow
@@ -119,9 +120,9 @@ def test_cli_backfill_of_seven_days_gives_seven_runs_and_the_partitions(live):
         assert all(a["end_date"] <= b["start_date"] for a, b in zip(tis, tis[1:], strict=False)), task_id
     settings = live.settings
     for ds in days:
-        assert (settings.partition("raw", ds) / "data.parquet").exists(), ds
-        assert (settings.partition("validated", ds) / "data.parquet").exists(), ds
-        assert (settings.features_dir / f"{ds}.parquet").exists(), ds
+        assert (lake.data_file(settings, "raw", ds)).exists(), ds
+        assert (lake.data_file(settings, "validated", ds)).exists(), ds
+        assert (lake.data_file(settings, "features", ds)).exists(), ds
     # a backfill of the daily chain trains nothing and promotes nothing; scoring waits for a champion
     for r in runs:
         assert live.task_states("airloop_daily", r["dag_run_id"])["score"] == "skipped"

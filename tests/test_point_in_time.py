@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.features import apply_repo, training_frame
 from airloop.storage import write_parquet
 
@@ -44,7 +45,7 @@ def test_training_rows_never_see_the_future_and_respect_the_ttl(settings, monkey
     ]
     frame = pd.DataFrame(rows)
     for day, part in frame.groupby(frame["event_timestamp"].dt.date):
-        write_parquet(part, s.features_dir / f"{day}.parquet")
+        write_parquet(part, lake.data_file(s, "features", day))
     apply_repo(s)
 
     labels = pd.DataFrame(
@@ -81,7 +82,7 @@ def test_windowed_aggregates_use_only_the_past_and_backfills_keep_the_latest_onl
     for d in days:
         ingest_batch(settings, d)
         validate_batch(settings, d)
-    batches = {d: pd.read_parquet(settings.partition("validated", d) / "data.parquet") for d in days}
+    batches = {d: pd.read_parquet(lake.data_file(settings, "validated", d)) for d in days}
     day3 = compute_aggregates(settings, "2026-01-03")
     assert len(day3) == len(batches["2026-01-03"])
     for _, row in day3.sample(40, random_state=1).iterrows():

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airloop.storage import DATA_FILE
+from airloop import lake
+from airloop.lake import DATA_FILE
 from production_topology import (
     AIRFLOW_DB,
     LANDING_BUCKET,
@@ -122,20 +123,20 @@ def lifecycle(topology, settings):
 def test_good_days_flow_from_s3_to_features(lifecycle, settings):
     for ds in ["2026-01-01", "2026-01-03", LAST_DAY]:
         assert lifecycle[ds][DAILY] == "success", lifecycle[ds]
-        ingest = json.loads((settings.partition("raw", ds) / "_ingest.json").read_text())
+        ingest = json.loads((lake.partition(settings, "raw", ds) / "_ingest.json").read_text())
         assert ingest["sources"] and all(
             s.startswith(f"s3://{LANDING_BUCKET}/landing/ds={ds}/") for s in ingest["sources"]
         )
-        result = json.loads((settings.partition("validated", ds) / "validation.json").read_text())
+        result = json.loads((lake.partition(settings, "validated", ds) / "validation.json").read_text())
         assert result["success"] is True and result["failed"] == []
-        assert (settings.features_dir / f"{ds}.parquet").exists()
+        assert (lake.data_file(settings, "features", ds)).exists()
 
 
 def test_bad_batch_is_quarantined_and_nothing_downstream_runs(lifecycle, settings, topology):
     assert lifecycle[BAD_DAY][DAILY] == "failed"
-    assert "monthly_charges" in (settings.partition("quarantine", BAD_DAY) / "REASON.txt").read_text()
-    assert not settings.partition("validated", BAD_DAY).exists()
-    assert not settings.partition("predictions", BAD_DAY).exists()
+    assert "monthly_charges" in (lake.partition(settings, "quarantine", BAD_DAY) / "REASON.txt").read_text()
+    assert not lake.partition(settings, "validated", BAD_DAY).exists()
+    assert not lake.partition(settings, "predictions", BAD_DAY).exists()
     states = {t: ti["state"] for t, ti in topology.task_instances(DAILY, lifecycle[BAD_DAY][f"{DAILY}_run"]).items()}
     assert states["validate"] == "failed"
     assert states["materialize"] == states["score"] == "upstream_failed"
@@ -147,7 +148,7 @@ def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topolo
     from airloop.features import online_features
 
     assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB).dbsize() > 0
-    batch = pd.read_parquet(settings.partition("validated", LAST_DAY) / DATA_FILE)
+    batch = pd.read_parquet(lake.data_file(settings, "validated", LAST_DAY))
     row = batch.iloc[0]
     online = online_features(settings, [int(row["customer_id"])]).iloc[0]
     assert online["monthly_charges"] == pytest.approx(row["monthly_charges"])
@@ -161,7 +162,7 @@ def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, set
 
     champion = version_by_alias(settings, "champion")
     assert champion is not None and champion.tags["airloop.gate.decision"] == "promoted"
-    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    preds = pd.read_parquet(lake.data_file(settings, "predictions", LAST_DAY))
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
     # the registry is in PostgreSQL, the model files in the S3 bucket behind the server's artifact proxy
@@ -185,12 +186,12 @@ def test_drift_retrains_once_and_the_cooldown_holds(lifecycle, settings):
     retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
     assert [r["trigger_ds"] for r in retrains] == [SHIFT_DAY]
     assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
-    assert [(t["conf"]["reason"], t["state"]) for t in lifecycle[SHIFT_DAY][TRAIN]] == [("retrain", "success")]
+    assert [(t["conf"]["trigger"], t["state"]) for t in lifecycle[SHIFT_DAY][TRAIN]] == [("retrain", "success")]
     if retrains[0]["gate"] == "refused":  # the same champion still drifts: the cool-down holds
         assert events[LAST_DAY]["action"] == "cooldown"
     else:  # a new champion: drift is measured against its own window; no second retrain either way
         assert not lifecycle[LAST_DAY][TRAIN]
-    bootstraps = [t for e in lifecycle.values() for t in e[TRAIN] if t["conf"]["reason"] == "bootstrap"]
+    bootstraps = [t for e in lifecycle.values() for t in e[TRAIN] if t["conf"]["trigger"] == "bootstrap"]
     assert [t["state"] for t in bootstraps] == ["success"]
 
 
@@ -222,7 +223,7 @@ def test_a_days_scoring_shards_ran_in_parallel_on_both_workers(lifecycle, settin
         if any(a[1] != b[1] and a[2] < b[3] and b[2] < a[3] for a, b in combinations(tis, 2))
     }
     assert parallel, f"no run scored shards on both workers at once: {runs}"
-    out = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    out = pd.read_parquet(lake.data_file(settings, "predictions", LAST_DAY))
     assert len(out) == settings.rows_per_day and not out.duplicated(["customer_id", "event_timestamp"]).any()
     assert not list((settings.lake_dir / "_staging").rglob("*.parquet")), "published parts are removed"
 
@@ -234,7 +235,7 @@ def test_predictions_are_published_to_the_output_bucket(lifecycle, settings):
 
     body = boto3.client("s3").get_object(Bucket=OUTPUT_BUCKET, Key=f"predictions/ds={LAST_DAY}/{DATA_FILE}")["Body"]
     exported = pd.read_parquet(io.BytesIO(body.read()))
-    pd.testing.assert_frame_equal(exported, pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE))
+    pd.testing.assert_frame_equal(exported, pd.read_parquet(lake.data_file(settings, "predictions", LAST_DAY)))
 
 
 def test_no_secret_reaches_a_log(lifecycle, topology):
@@ -318,7 +319,7 @@ def test_redis_down_during_materialization_retries_then_fails_and_the_online_sto
     finally:
         topology.restart("redis-online")
     assert _online_state(online) == before
-    assert not settings.partition("predictions", next_day).exists()
+    assert not lake.partition(settings, "predictions", next_day).exists()
 
 
 def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topology, settings):

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop.promote import mcnemar, metric_value, paired_bootstrap
+from airloop import lake
+from airloop.model import metric_value
+from airloop.promote import mcnemar, paired_bootstrap
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -30,10 +32,15 @@ def test_bootstrap_ci_separates_a_clearly_better_model_and_covers_equal_ones():
     assert same["ci_low"] == same["ci_high"] == same["difference"] == 0.0
 
 
-def test_metric_is_undefined_on_one_class_and_rejects_lower_is_better_metrics():
+def test_metric_is_undefined_on_one_class_and_the_gate_refuses_lower_is_better_metrics(monkeypatch):
+    from airloop.config import get_settings
+
     assert np.isnan(metric_value("roc_auc", np.ones(10), np.linspace(0, 1, 10)))
-    with pytest.raises(ValueError, match="primary metric must be one of"):
-        metric_value("rmse", np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="unknown metric 'vibes'"):
+        metric_value("vibes", np.ones(3), np.ones(3))
+    monkeypatch.setenv("AIRLOOP_PRIMARY_METRIC", "log_loss")
+    with pytest.raises(ValueError, match="AIRLOOP_PRIMARY_METRIC='log_loss' is not a higher-is-better metric"):
+        get_settings()
 
 
 def test_mcnemar_counts_discordant_rows():
@@ -46,7 +53,7 @@ def test_unknown_gate_rule_is_rejected(monkeypatch, tmp_path):
     from airloop.config import get_settings
 
     monkeypatch.setenv("AIRLOOP_GATE_RULES", '["floor", "vibes"]')
-    with pytest.raises(ValueError, match="unknown gate rules"):
+    with pytest.raises(ValueError, match=r"AIRLOOP_GATE_RULES names unknown rules \['vibes'\]"):
         get_settings()
 
 
@@ -57,7 +64,7 @@ DAY = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
+def ten_days(tmp_path_factory):
     """Ten simulated days ingested, validated and materialized; MLflow on a fresh SQLite file."""
     from airloop.config import get_settings
     from airloop.features import materialize_features
@@ -79,20 +86,20 @@ def lake(tmp_path_factory):
 
 def _shuffle_labels(s, days: list[str], seed: int = 0) -> None:
     """Degrade on purpose: shuffle the labels of validated days (the raw copy keeps the truth)."""
-    from airloop.storage import DATA_FILE, write_parquet
+    from airloop.storage import write_parquet
 
     for i, ds in enumerate(days):
-        path = s.partition("validated", ds) / DATA_FILE
+        path = lake.data_file(s, "validated", ds)
         df = pd.read_parquet(path)
         df[s.spec.label] = np.random.default_rng(seed + i).permutation(df[s.spec.label].to_numpy())
         write_parquet(df, path)
 
 
 def _restore_labels(s, days: list[str]) -> None:
-    from airloop.storage import DATA_FILE, write_parquet
+    from airloop.storage import write_parquet
 
     for ds in days:
-        write_parquet(pd.read_parquet(s.partition("raw", ds) / DATA_FILE), s.partition("validated", ds) / DATA_FILE)
+        write_parquet(pd.read_parquet(lake.data_file(s, "raw", ds)), lake.data_file(s, "validated", ds))
 
 
 def _aliases(s) -> dict[str, str | None]:
@@ -102,14 +109,14 @@ def _aliases(s) -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def models(lake):
+def models(ten_days):
     """v1: trained on shuffled labels (refused by the floor, then force-promoted);
     v2: trained on clean labels, judged under several configurations;
     v3: trained on shuffled labels again, against the clean champion."""
     from airloop.promote import evaluate_gate
     from airloop.train import train_model
 
-    s, mp = lake
+    s, mp = ten_days
     out = {}
     _shuffle_labels(s, DAY[:3])
     v1 = train_model(s, DAY[5])["version"]  # train days 1-3 (shuffled), validation day 4, holdout days 5-6
@@ -222,19 +229,19 @@ def test_decision_evidence_and_model_card_are_recorded_on_the_version(models):
 
 
 def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
-    from airloop.cli import main
     from airloop.config import get_settings
     from airloop.promote import rollback, shadow_comparison
     from airloop.score import score_batch
-    from airloop.storage import DATA_FILE, file_sha256
+    from airloop.storage import file_sha256
+    from airloop_tools.cli import main
 
     s, out = models
     v1, v2, v3 = out["versions"]
     monkeypatch.setenv("AIRLOOP_SHADOW_SCORING", "true")
     scored = score_batch(get_settings(), DAY[9])
     assert scored["model_version"] == v2 and scored["shadow"]["model_version"] == v3
-    shadow = pd.read_parquet(s.partition("predictions_shadow", DAY[9]) / DATA_FILE)
-    live = pd.read_parquet(s.partition("predictions", DAY[9]) / DATA_FILE)
+    shadow = pd.read_parquet(lake.data_file(s, "predictions_shadow", DAY[9]))
+    live = pd.read_parquet(lake.data_file(s, "predictions", DAY[9]))
     assert set(shadow["model_version"]) == {v3} and set(live["model_version"]) == {v2}
     assert len(shadow) == len(live)
     live_cmp = shadow_comparison(s, v3)
@@ -251,13 +258,13 @@ def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
     chain = json.loads(buf.getvalue())
     assert chain["model_version"]["version"] == v2 and "champion" in chain["model_version"]["aliases"]
     assert chain["training_window"] == {"start": DAY[0], "end": DAY[7], "days": DAY[:8]}
-    assert chain["feature_service"] == "churn_v1"
-    raw = s.partition("raw", DAY[0]) / DATA_FILE
+    assert chain["feature_service"] == "subscription_churn_v1"
+    raw = lake.data_file(s, "raw", DAY[0])
     assert chain["training_data"][0]["raw"] == str(raw) and chain["training_data"][0]["raw_sha256"] == file_sha256(raw)
     assert all(d["raw_intact"] for d in chain["training_data"])
-    assert chain["scored_batch"]["raw_sha256"] == file_sha256(s.partition("raw", DAY[9]) / DATA_FILE)
+    assert chain["scored_batch"]["raw_sha256"] == file_sha256(lake.data_file(s, "raw", DAY[9]))
     assert list(chain["scored_batch"]["landing_sources"].values())[0] == file_sha256(
-        next((s.landing_dir / f"ds={DAY[9]}").glob("*"))
+        next((lake.landing(s, DAY[9])).glob("*"))
     )
 
     # rollback restores the previous champion, and the next scoring run uses it
@@ -267,7 +274,7 @@ def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
     assert (record["to_version"], record["from_version"]) == (v1, v2)
     assert _aliases(s)["champion"] == v1 and _aliases(s)["previous_champion"] == v2
     assert score_batch(s, DAY[9])["model_version"] == v1
-    assert set(pd.read_parquet(s.partition("predictions", DAY[9]) / DATA_FILE)["model_version"]) == {v1}
+    assert set(pd.read_parquet(lake.data_file(s, "predictions", DAY[9]))["model_version"]) == {v1}
     from airloop.registry import client
 
     tags = client(s).get_model_version(s.model_name, v1).tags

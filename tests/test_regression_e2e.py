@@ -7,8 +7,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.config import PACKAGE_DIR
-from airloop.storage import DATA_FILE
 
 pytestmark = pytest.mark.slow
 SHIFT_DAY, LAST_DAY = "2026-01-06", "2026-01-07"
@@ -18,7 +18,7 @@ SHIFT_DAY, LAST_DAY = "2026-01-06", "2026-01-07"
 def demand(airflow_runs, tmp_path_factory):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
-    from airloop_runner import run_days
+    from airloop_tools.runner import run_days
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("demand") / "airloop"))
@@ -46,7 +46,7 @@ def test_regression_model_is_trained_gated_and_scores_values(demand):
     assert run.data.metrics["holdout_r2"] > 0.5
     plots = {f.path for f in client(settings).list_artifacts(champion.run_id, "plots")}
     assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
-    preds = pd.read_parquet(settings.partition("predictions", LAST_DAY) / DATA_FILE)
+    preds = pd.read_parquet(lake.data_file(settings, "predictions", LAST_DAY))
     assert preds["score"].nunique() > 100 and (preds["prediction"] == preds["score"]).all()
     assert set(preds["model_version"]) == {str(champion.version)}
     assert "store_id" in preds
@@ -64,7 +64,7 @@ def test_regression_drift_triggers_a_gated_retrain(demand):
 
 def test_regression_performance_is_measured_with_evidentlys_regression_preset(demand):
     settings, _ = demand
-    from airloop.monitor import history
+    from airloop.policy import history
 
     measured = [r for r in history(settings) if r.get("performance_metrics")]
     assert measured, "labelled, scored days must give a performance check"

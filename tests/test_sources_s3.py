@@ -14,6 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.ingest import ingest_batch
 from airloop.simulate import simulate_day
 from airloop.validate import validate_batch
@@ -85,7 +86,7 @@ def test_ingest_from_s3_csv_and_parquet_parts(s3_settings, tmp_path):
         f"s3://landing-test/landing/ds={DAY}/b.parquet",
     ]
     assert validate_batch(settings, DAY)["success"]
-    raw = pd.read_parquet(settings.partition("raw", DAY) / "data.parquet")
+    raw = pd.read_parquet(lake.data_file(settings, "raw", DAY))
     assert sorted(raw["customer_id"]) == sorted(df["customer_id"])
 
 
@@ -107,7 +108,7 @@ def test_no_objects_for_the_day_is_a_clear_error(s3_settings):
 
 def test_a_published_partition_is_exported_to_the_output_bucket_and_a_rerun_overwrites_it(s3_settings):
     from airloop.sources import export_partition
-    from airloop.storage import DATA_FILE, write_parquet
+    from airloop.storage import write_parquet
 
     settings, client = s3_settings
     settings = settings.model_copy(update={"s3_output_bucket": "landing-test"})
@@ -115,7 +116,7 @@ def test_a_published_partition_is_exported_to_the_output_bucket_and_a_rerun_over
         export_partition(settings.model_copy(update={"s3_output_bucket": None}), "predictions", DAY)
     preds = pd.DataFrame({"customer_id": [1, 2], "score": [0.2, 0.9], "model_version": ["1", "1"]})
     for version in ("1", "2"):  # a rerun of the day (a new champion) replaces the object
-        write_parquet(preds.assign(model_version=version), settings.partition("predictions", DAY) / DATA_FILE)
+        write_parquet(preds.assign(model_version=version), lake.data_file(settings, "predictions", DAY))
         uri = export_partition(settings, "predictions", DAY)
     assert uri == f"s3://landing-test/predictions/ds={DAY}/data.parquet"
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="landing-test", Prefix="predictions/")["Contents"]]

@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from airloop import lake
 from airloop.config import PACKAGE_DIR
 from airloop.ingest import ingest_batch
-from airloop.quarantine import BatchQuarantined, release_batch
+from airloop.quarantine import BatchQuarantined
+from airloop.release import release_batch
 from airloop.simulate import Scenario, write_landing
-from airloop.storage import DATA_FILE
 from airloop.validate import validate_batch, write_suite
 
 DAY = "2026-01-03"
@@ -58,9 +59,9 @@ def test_regenerating_keeps_hand_written_expectations(settings, tmp_path, monkey
     assert sum(e.get("meta") == {"generated_by": "airloop"} for e in again) == len(suite["expectations"]) - 1
     # and the hand-written warning is really evaluated: mean of charges far above 200 warns, not blocks
     write_landing(date.fromisoformat(DAY), s, [Scenario.parse(f"covariate_shift@{DAY}")])
-    df = pd.read_csv(s.landing_dir / f"ds={DAY}" / "batch.csv")
+    df = pd.read_csv(lake.landing(s, DAY) / "batch.csv")
     df["monthly_charges"] = (df["monthly_charges"] * 3).clip(upper=499)
-    df.to_csv(s.landing_dir / f"ds={DAY}" / "batch.csv", index=False)
+    df.to_csv(lake.landing(s, DAY) / "batch.csv", index=False)
     ingest_batch(s, DAY)
     result = validate_batch(s, DAY)
     assert result["success"] and any("expect_column_mean_to_be_between" in w for w in result["warnings"])
@@ -77,15 +78,17 @@ def test_release_refuses_an_unfixed_batch_and_accepts_a_fixed_one(settings):
     _quarantine_a_bad_day(settings)
     with pytest.raises(BatchQuarantined, match="expect_compound_columns_to_be_unique"):
         release_batch(settings, DAY)
-    assert settings.partition("quarantine", DAY).exists() and not settings.partition("validated", DAY).exists()
+    assert (
+        lake.partition(settings, "quarantine", DAY).exists() and not lake.partition(settings, "validated", DAY).exists()
+    )
 
-    fixed = settings.partition("quarantine", DAY) / DATA_FILE  # the operator fixes it in place
+    fixed = lake.data_file(settings, "quarantine", DAY)  # the operator fixes it in place
     df = pd.read_parquet(fixed).drop_duplicates(["customer_id", "event_timestamp"])
     df.to_parquet(fixed)
     result = release_batch(settings, DAY)
     assert result["released"] and result["rows"] == len(df)
-    assert not settings.partition("quarantine", DAY).exists()
-    validated = pd.read_parquet(settings.partition("validated", DAY) / DATA_FILE)
+    assert not lake.partition(settings, "quarantine", DAY).exists()
+    validated = pd.read_parquet(lake.data_file(settings, "validated", DAY))
     assert len(validated) == len(df) and not validated.duplicated(["customer_id", "event_timestamp"]).any()
 
 
@@ -93,7 +96,7 @@ def test_release_command_with_a_fixed_file(settings, tmp_path):
     _quarantine_a_bad_day(settings)
     fixed = tmp_path / "fixed.csv"
     write_landing(date.fromisoformat(DAY), settings)  # the upstream team re-exported the day
-    shutil.copy(settings.landing_dir / f"ds={DAY}" / "batch.csv", fixed)
+    shutil.copy(lake.landing(settings, DAY) / "batch.csv", fixed)
     env = {**os.environ, "AIRLOOP_HOME": str(settings.home)}
     airloop = str(Path(sys.executable).with_name("airloop"))
     out = subprocess.run(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from airloop import lake
 from airloop.features import materialize_features
 from airloop.ingest import ingest_batch
 from airloop.registry import client
@@ -45,7 +46,7 @@ def test_run_logs_lineage_metrics_plots_and_tags(prepared):
     run = c.get_run(out["run_id"])
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     assert (p["train_start"], p["train_end"]) == ("2026-01-01", END)
-    assert p["feature_service"] == "churn_v1" and p["features"].split(",") == s.spec.model_features
+    assert p["feature_service"] == "subscription_churn_v1" and p["features"].split(",") == s.spec.model_features
     for split in ("train", "validation", "holdout"):
         assert 0.5 < m[f"{split}_roc_auc"] <= 1.0 and m[f"rows_{split}"] > 0
     # time split: 2 training days, 1 validation day, 2 holdout days of 600 rows each
@@ -121,16 +122,16 @@ def test_skew_check_passes_on_consistent_features_and_fails_on_torn_online_state
     s = prepared
     assert evaluate_gate(s, train_model(s, END)["version"])["decision"] == "promoted"
     ok = score_batch(s, END)
-    report = (s.monitoring_dir / "skew" / f"ds={END}.json").read_text()
+    report = (lake.skew_report(s, END)).read_text()
     assert '"mismatches": []' in report and ok["rows"] == s.rows_per_day
 
-    batch = pd.read_parquet(s.features_dir / f"{END}.parquet")
+    batch = pd.read_parquet(lake.data_file(s, "features", END))
     victim = batch.sort_values("customer_id").head(5).copy()
     victim["monthly_charges"] = victim["monthly_charges"] + 100.0  # the online store now disagrees
     get_store(s).write_to_online_store(
-        "customer_snapshot_fv", victim[["customer_id", "event_timestamp", *s.spec.model_features]]
+        s.spec.feature_view_name, victim[["customer_id", "event_timestamp", *s.spec.model_features]]
     )
-    shutil.rmtree(s.partition("predictions", END))
+    shutil.rmtree(lake.partition(s, "predictions", END))
     monkey = pytest.MonkeyPatch()
     monkey.setenv("AIRLOOP_SKEW_SAMPLE", "1000")  # sample every entity so the 5 victims are seen
     try:
@@ -141,7 +142,7 @@ def test_skew_check_passes_on_consistent_features_and_fails_on_torn_online_state
     finally:
         monkey.undo()
     assert "monthly_charges" in str(err.value)
-    assert not s.partition("predictions", END).exists(), "a skewed run writes no predictions"
+    assert not lake.partition(s, "predictions", END).exists(), "a skewed run writes no predictions"
 
 
 def test_a_day_scored_in_shards_equals_the_day_scored_whole(prepared):
@@ -149,12 +150,11 @@ def test_a_day_scored_in_shards_equals_the_day_scored_whole(prepared):
     import pandas as pd
 
     from airloop.score import plan_scoring, publish_scores, score_batch, score_shard
-    from airloop.storage import DATA_FILE
 
     s = prepared  # a champion exists (promoted above)
     ds = (START + timedelta(days=DAYS - 2)).isoformat()  # not the newest day: no online-store probe
     whole = score_batch(s, ds)
-    expected = pd.read_parquet(s.partition("predictions", ds) / DATA_FILE)
+    expected = pd.read_parquet(lake.data_file(s, "predictions", ds))
     assert whole["shards"] == 1 and len(expected) == s.rows_per_day
 
     small = s.model_copy(update={"score_shard_rows": 100})
@@ -165,5 +165,5 @@ def test_a_day_scored_in_shards_equals_the_day_scored_whole(prepared):
     score_shard(small, shards[2])  # a retry rewrites its part
     out = publish_scores(small, parts)
     assert (out["shards"], out["rows"], out["model_version"]) == (len(shards), s.rows_per_day, whole["model_version"])
-    pd.testing.assert_frame_equal(pd.read_parquet(s.partition("predictions", ds) / DATA_FILE), expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(lake.data_file(s, "predictions", ds)), expected)
     assert not list((s.lake_dir / "_staging").rglob("*.parquet")), "published parts are removed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -9,25 +10,20 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from airloop import lake
+from airloop.gate import RULES
+from airloop.model import METRICS, MODEL_TYPES, TASK_DEFAULTS, gate_metrics
 from airloop.spec import DatasetSpec, load_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parents[1]
-
-
-# The promotion gate's rules (see airloop.promote); AIRLOOP_GATE_RULES='["floor", ...]' selects them.
-GATE_RULES = ("floor", "min_rows", "non_inferiority", "slices", "budget", "validation")
-
-TASK_DEFAULTS = {
-    "binary_classification": {"metric": "roc_auc", "floor": 0.6, "model_type": "logistic_regression"},
-    "regression": {"metric": "r2", "floor": 0.0, "model_type": "ridge"},
-}
+ENV_PREFIX = "AIRLOOP_"
 
 
 class Settings(BaseSettings):
     """Where data lives, which services to use, and the pipeline's rules."""
 
-    model_config = SettingsConfigDict(env_prefix="AIRLOOP_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     home: Path = Path.home() / ".airloop"
     spec_path: Path = PACKAGE_DIR / "dataset.yaml"
@@ -38,11 +34,11 @@ class Settings(BaseSettings):
     # standard AWS_* environment or the Airflow connection named by s3_conn_id)
     source: Literal["local", "s3"] = "local"
     s3_bucket: str = "airloop-landing"
-    s3_prefix: str = "landing/ds={ds}/"
+    s3_prefix: str = lake.S3_LANDING_PREFIX
     s3_conn_id: str = "airloop_s3"
     # published outputs (predictions) are also uploaded here when set, e.g. for a warehouse to load
     s3_output_bucket: str | None = None
-    s3_output_prefix: str = "{zone}/ds={ds}/"
+    s3_output_prefix: str = lake.S3_OUTPUT_PREFIX
 
     # services
     mlflow_tracking_uri: str | None = None  # default: SQLite under home
@@ -69,7 +65,7 @@ class Settings(BaseSettings):
     primary_metric: str | None = None  # higher is better; default per task: roc_auc | r2
     promotion_floor: float | None = None  # default per task: 0.6 (roc_auc) | 0.0 (r2)
     promotion_tolerance: float = 0.01  # non-inferiority margin: CI lower bound of (new - old) >= -tolerance
-    gate_rules: list[str] = ["floor", "min_rows", "non_inferiority", "slices", "budget", "validation"]
+    gate_rules: list[str] = list(RULES)  # the promotion gate's rules (airloop.gate), all by default
     gate_min_rows: int = 500  # fewer evaluation rows: refuse rather than guess
     gate_min_slice_rows: int = 50
     gate_confidence: float = 0.95
@@ -86,22 +82,55 @@ class Settings(BaseSettings):
     drift_share_threshold: float = 0.3
     retrain_cooldown_days: int = 3
 
+    # orchestration (read where the DAGs are parsed): schedules, retries, the earliest logical date
+    nightly_cron: str = "0 0 * * *"  # the daily chain; its interval is the calendar day of the batch
+    monitor_cron: str = "0 3 * * *"  # the monitor, after the daily chain has scored the same day
+    timezone: str = "UTC"
+    task_retries: int = 2  # per task, exponential backoff from 30 s
+    start_date: date = date(2000, 1, 1)  # the DAGs accept logical dates from this day on (history loads)
+
+    # optional containerised training (plugins/airloop_container.py); unset image: train in the worker
+    container_image: str | None = None
+    container_data_volume: str = "airloop-data"  # named volume or absolute host path holding ``home``
+    container_network: str | None = None
+    container_user: str = "50000:0"
+
     @model_validator(mode="after")
     def _check_split(self) -> Settings:
         if self.min_train_days <= self.holdout_days + self.validation_days:
             raise ValueError(
-                f"min_train_days ({self.min_train_days}) must exceed holdout_days + validation_days "
-                f"({self.holdout_days} + {self.validation_days}): training needs at least one day of its own"
+                f"AIRLOOP_MIN_TRAIN_DAYS ({self.min_train_days}) must exceed AIRLOOP_HOLDOUT_DAYS + "
+                f"AIRLOOP_VALIDATION_DAYS ({self.holdout_days} + {self.validation_days}): training needs at "
+                "least one day of its own"
+            )
+        if self.min_train_days > self.train_window_days:
+            raise ValueError(
+                f"AIRLOOP_MIN_TRAIN_DAYS ({self.min_train_days}) cannot exceed AIRLOOP_TRAIN_WINDOW_DAYS "
+                f"({self.train_window_days}): no window could ever hold enough days"
             )
         return self
 
     @model_validator(mode="after")
     def _check_gate(self) -> Settings:
-        unknown = sorted(set(self.gate_rules) - set(GATE_RULES))
+        unknown = sorted(set(self.gate_rules) - set(RULES))
         if unknown:
-            raise ValueError(f"unknown gate rules {unknown}; choose from {list(GATE_RULES)}")
+            raise ValueError(f"AIRLOOP_GATE_RULES names unknown rules {unknown}; choose from {list(RULES)}")
         if not 0.5 < self.gate_confidence < 1:
-            raise ValueError(f"gate_confidence must be in (0.5, 1), got {self.gate_confidence}")
+            raise ValueError(f"AIRLOOP_GATE_CONFIDENCE must be in (0.5, 1), got {self.gate_confidence}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_task_choices(self) -> Settings:
+        task = self.spec.task
+        if self.primary_metric is not None and self.primary_metric not in gate_metrics(task):
+            known = "unknown" if self.primary_metric not in METRICS else "not a higher-is-better metric of " + task
+            raise ValueError(
+                f"AIRLOOP_PRIMARY_METRIC={self.primary_metric!r} is {known}; choose from {gate_metrics(task)}"
+            )
+        if self.model_type is not None and self.model_type not in MODEL_TYPES[task]:
+            raise ValueError(
+                f"AIRLOOP_MODEL_TYPE={self.model_type!r} does not fit {task}; choose from {MODEL_TYPES[task]}"
+            )
         return self
 
     @cached_property
@@ -138,15 +167,6 @@ class Settings(BaseSettings):
     @property
     def lake_dir(self) -> Path:
         return self.home / "lake"
-
-    def partition(self, zone: str, ds: str) -> Path:
-        """Folder of one date partition in a zone (raw, validated, quarantine, features, predictions)."""
-        return self.lake_dir / zone / f"ds={ds}"
-
-    @property
-    def features_dir(self) -> Path:
-        """Offline feature table (Feast FileSource): one parquet file per date."""
-        return self.lake_dir / "features"
 
     @property
     def staging_dir(self) -> Path:
@@ -192,6 +212,19 @@ class Settings(BaseSettings):
     def monitor_floor(self) -> float:
         """The champion's performance floor on labelled days (default: the promotion floor)."""
         return self.performance_floor if self.performance_floor is not None else self.floor
+
+    def as_env(self) -> dict[str, str]:
+        """The settings that were set (by the environment or by hand) as ``AIRLOOP_*`` environment
+        variables, ``home`` always: for a process started elsewhere, e.g. a training container, which
+        keeps its own defaults for the rest (its package paths may differ)."""
+        import json
+
+        plain = (str, Path, date, int, float)
+        values = {**self.model_dump(exclude_unset=True, exclude_none=True), "home": self.home}
+        return {
+            f"{ENV_PREFIX}{name.upper()}": str(value) if isinstance(value, plain) else json.dumps(value)
+            for name, value in values.items()
+        }
 
 
 def get_settings() -> Settings:

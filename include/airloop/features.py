@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from airloop import lake
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, date_range, iter_batches, split_by_key, write_parquet
-
-FEATURE_SERVICE = "churn_v1"
-
-
-def feast_schema(spec: DatasetSpec) -> list[tuple[str, Any]]:
-    """(name, Feast type) of each spec feature."""
-    from feast.types import Float64, Int64, String
-
-    types = {"int": Int64, "float": Float64, "category": String}
-    return [(f.name, types[f.dtype]) for f in spec.features] + [(a.name, Float64) for a in spec.aggregates]
+from airloop.storage import atomic_path, date_range, iter_batches, split_by_key, write_parquet
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -38,13 +30,24 @@ def feast_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def repo_config(settings: Settings) -> Any:
+    """``feature_repo/feature_store.yaml`` with its variables filled from these settings (the process
+    environment is neither read nor changed)."""
+    from feast.repo_config import RepoConfig
+
+    values = feast_env(settings)
+    text = (settings.feature_repo / "feature_store.yaml").read_text()
+    config = RepoConfig(**yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)))
+    config.repo_path = settings.feature_repo
+    return config
+
+
 def get_store(settings: Settings) -> Any:
     """The Feast FeatureStore of ``feature_repo/`` configured for these settings."""
-    os.environ.update(feast_env(settings))
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(settings.feature_repo))
+    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
 def repo_objects(settings: Settings) -> list[Any]:
@@ -119,7 +122,7 @@ ONLINE_WRITE_ROWS = 10_000  # rows per online-store write: Feast's write path ho
 def _window_files(settings: Settings, ds: str) -> list[Path]:
     """The validated partitions that the aggregates of ``ds`` read: ``ds`` and its trailing window."""
     longest = max((a.window_days for a in settings.spec.aggregates), default=1)
-    files = [settings.partition("validated", d) / DATA_FILE for d in date_range(ds, longest + 1)]
+    files = [lake.data_file(settings, lake.VALIDATED, d) for d in date_range(ds, longest + 1)]
     if not files[-1].exists():
         raise FileNotFoundError(f"no validated partition for {ds} at {files[-1]}: it failed validation or was not run")
     return [f for f in files if f.exists()]
@@ -157,7 +160,7 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
     spec = settings.spec
-    target = settings.features_dir / f"{ds}.parquet"
+    target = lake.data_file(settings, lake.FEATURES, ds)
     group_rows = min(settings.score_shard_rows, settings.chunk_rows)
     files = _window_files(settings, ds)
     buckets = -(-sum(pq.ParquetFile(f).metadata.num_rows for f in files) // settings.chunk_rows)
@@ -167,7 +170,7 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
         return len(df), int(df[spec.entity].nunique())
     columns = [spec.entity, spec.timestamp, *spec.feature_names]
     rows = entities = 0
-    folder = settings.staging_dir / "features" / f"ds={ds}"
+    folder = lake.staging(settings, lake.FEATURES, ds)
     with split_by_key(files, columns, [spec.entity], buckets, folder, settings.chunk_rows) as paths:
         with atomic_path(target) as out:
             writer = None
@@ -194,10 +197,10 @@ def materialize_features(settings: Settings, ds: str) -> dict:
 
     rows, entities = write_features(settings, ds)
     store = apply_repo(settings)
-    days = sorted(p.stem for p in settings.features_dir.glob("*.parquet") if p.stem >= ds)
+    days = lake.dates(settings, lake.FEATURES, start=ds)
     for day in days:
-        for batch in iter_batches(settings.features_dir / f"{day}.parquet", ONLINE_WRITE_ROWS):
-            store.write_to_online_store("customer_snapshot_fv", batch.to_pandas())
+        for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), ONLINE_WRITE_ROWS):
+            store.write_to_online_store(settings.spec.feature_view_name, batch.to_pandas())
     start, end = _day_bounds(ds)
     return {
         "ds": ds,
@@ -212,13 +215,13 @@ def training_frame(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time-correct join of the feature service onto ``labels``
     (entity, timestamp, label): each row gets the feature values as of its timestamp."""
     store = get_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(settings.spec.feature_service_name)
     return store.get_historical_features(entity_df=labels, features=service).to_df()
 
 
-def online_features(settings: Settings, entity_ids: list[int]) -> pd.DataFrame:
+def online_features(settings: Settings, entity_ids: list[Any]) -> pd.DataFrame:
     """Latest features of ``entity_ids`` from the online store (what scoring reads)."""
     store = get_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE)
-    rows = [{settings.spec.entity: int(e)} for e in entity_ids]
+    service = store.get_feature_service(settings.spec.feature_service_name)
+    rows = [{settings.spec.entity: settings.spec.key(e)} for e in entity_ids]
     return store.get_online_features(features=service, entity_rows=rows).to_df()

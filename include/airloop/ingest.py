@@ -17,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from airloop import lake
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.sources import describe, local_files, s3_files
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, file_sha256, iter_batches, write_json
+from airloop.storage import atomic_path, file_sha256, iter_batches, write_json
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # a non-range index pandas wrote as a column
 
@@ -162,8 +163,8 @@ def ingest_batch(
     settings: Settings, ds: str, files: list[Path] | None = None, s3_client_kwargs: dict[str, Any] | None = None
 ) -> dict:
     """Read the landing batch of ``ds`` (the given files, else the configured source) and write
-    ``raw/ds=<ds>/`` atomically, in chunks. An unreadable file quarantines the batch (BatchQuarantined)."""
-    out = settings.partition("raw", ds)
+    the day's raw partition atomically, in chunks. An unreadable file quarantines the batch (BatchQuarantined)."""
+    out = lake.partition(settings, lake.RAW, ds)
     with tempfile.TemporaryDirectory() as workdir:
         if files is not None:
             origins = {p: str(p) for p in files}
@@ -179,7 +180,7 @@ def ingest_batch(
         plan: dict[str, Any] = {"columns": [], "text": set(), "nullable": set(), "notes": []}
         while True:
             try:
-                rows = _write_raw(settings, files, out / DATA_FILE, plan)
+                rows = _write_raw(settings, files, out / lake.DATA_FILE, plan)
                 break
             except _Widen:
                 continue
@@ -195,8 +196,8 @@ def ingest_batch(
         "sources": list(origins.values()),
         "source_sha256": source_hashes,
         "coercion_notes": notes + sorted(plan["notes"]),
-        "path": str(out / DATA_FILE),
-        "sha256": file_sha256(out / DATA_FILE),
+        "path": str(out / lake.DATA_FILE),
+        "sha256": file_sha256(out / lake.DATA_FILE),
     }
-    write_json(summary, out / "_ingest.json")
+    write_json(summary, out / lake.INGEST_FILE)
     return summary

@@ -8,22 +8,23 @@ from typing import Any
 
 import pandas as pd
 
+from airloop import lake
+from airloop import model as m
 from airloop.config import Settings
 from airloop.registry import client
-from airloop.storage import DATA_FILE, file_sha256
-
-TRAINING_DATA_ARTIFACT = "lineage/training_data.json"
+from airloop.storage import file_sha256
 
 
 def batch_lineage(settings: Settings, ds: str) -> dict[str, Any]:
     """The raw and validated files of one day with their content hashes (as recorded at ingestion)."""
-    raw = settings.partition("raw", ds)
-    notes = json.loads((raw / "_ingest.json").read_text()) if (raw / "_ingest.json").exists() else {}
-    validated = settings.partition("validated", ds) / DATA_FILE
+    raw = lake.data_file(settings, lake.RAW, ds)
+    notes_file = raw.parent / lake.INGEST_FILE
+    notes = json.loads(notes_file.read_text()) if notes_file.exists() else {}
+    validated = lake.data_file(settings, lake.VALIDATED, ds)
     return {
         "ds": ds,
-        "raw": str(raw / DATA_FILE),
-        "raw_sha256": notes.get("sha256") or file_sha256(raw / DATA_FILE),
+        "raw": str(raw),
+        "raw_sha256": notes.get("sha256") or file_sha256(raw),
         "landing_sources": notes.get("source_sha256", {}),
         "validated": str(validated),
         "validated_sha256": file_sha256(validated) if validated.exists() else None,
@@ -35,16 +36,17 @@ def data_lineage(settings: Settings, dates: list[str]) -> list[dict[str, Any]]:
     return [batch_lineage(settings, d) for d in dates]
 
 
-def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]:
+def trace_prediction(settings: Settings, ds: str, entity: int | str) -> dict[str, Any]:
     """Walk back from the prediction for ``entity`` on ``ds``: model version, training run, training
     window, feature service, raw batch files with their recorded hashes (and whether they still match)."""
     import mlflow.artifacts
 
     spec = settings.spec
-    path = settings.partition("predictions", ds) / DATA_FILE
+    path = lake.data_file(settings, lake.PREDICTIONS, ds)
     if not path.exists():
         raise FileNotFoundError(f"no predictions for {ds} at {path}")
     preds = pd.read_parquet(path)
+    entity = spec.key(entity)
     row = preds[preds[spec.entity] == entity]
     if row.empty:
         raise ValueError(f"no prediction for {spec.entity}={entity} on {ds}")
@@ -54,7 +56,7 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
     run = c.get_run(mv.run_id)
     if run.info.run_id != row["model_run_id"]:
         raise RuntimeError(f"prediction names run {row['model_run_id']} but version {mv.version} has {mv.run_id}")
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=TRAINING_DATA_ARTIFACT)
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=m.TRAINING_DATA_ARTIFACT)
     training = json.loads(Path(local).read_text())
     for day in training:
         day["raw_intact"] = file_sha256(day["raw"]) == day["raw_sha256"]
@@ -63,7 +65,7 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
         "prediction": {
             "ds": ds,
             "entity_column": spec.entity,
-            spec.entity: int(entity),
+            spec.entity: entity,
             spec.timestamp: str(row[spec.timestamp]),
             "score": float(row["score"]),
         },
@@ -72,21 +74,21 @@ def trace_prediction(settings: Settings, ds: str, entity: int) -> dict[str, Any]
             "version": str(mv.version),
             "uri": f"models:/{mv.name}/{mv.version}",
             "aliases": list(mv.aliases),
-            "gate_decision": mv.tags.get("airloop.gate.decision"),
+            "gate_decision": mv.tags.get(m.TAG_GATE_DECISION),
         },
         "training_run": {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
-            "git_commit": run.data.tags.get("git_commit"),
-            "trigger_reason": run.data.tags.get("airloop.trigger_reason"),
-            "model_type": run.data.params.get("model_type"),
+            "git_commit": run.data.tags.get(m.TAG_GIT_COMMIT),
+            "trigger_reason": run.data.tags.get(m.TAG_TRIGGER_REASON),
+            "model_type": run.data.params.get(m.PARAM_MODEL_TYPE),
         },
         "training_window": {
-            "start": run.data.params["train_start"],
-            "end": run.data.params["train_end"],
+            "start": m.train_window(run)[0],
+            "end": m.train_window(run)[1],
             "days": [d["ds"] for d in training],
         },
-        "feature_service": run.data.params["feature_service"],
+        "feature_service": run.data.params[m.PARAM_FEATURE_SERVICE],
         "training_data": training,
         "scored_batch": scored,
     }

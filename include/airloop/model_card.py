@@ -7,9 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from airloop import lake
+from airloop import model as m
 from airloop.config import Settings
 from airloop.registry import client
-from airloop.storage import partition_dates, read_partitions
 
 STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
@@ -30,17 +31,18 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
     c = client(settings)
     mv = c.get_model_version(settings.model_name, version)
     run = c.get_run(mv.run_id)
-    p, m = run.data.params, run.data.metrics
-    days = [d for d in partition_dates(settings.lake_dir / "validated") if p["train_start"] <= d <= p["train_end"]]
-    data = read_partitions(settings.lake_dir / "validated", days)
+    p, measured = run.data.params, run.data.metrics
+    start, end = m.train_window(run)
+    days = lake.dates(settings, lake.VALIDATED, start, end)
+    data = lake.read(settings, lake.VALIDATED, days)
     label = data[spec.label]
     label_stat = (
         f"positive rate {label.mean():.3f}" if spec.task == "binary_classification" else f"mean {label.mean():.2f}"
     )
     splits = pd.DataFrame(
         [
-            {"split": s, "rows": int(m.get(f"rows_{s}", 0))}
-            | {k.removeprefix(f"{s}_"): _fmt(v) for k, v in m.items() if k.startswith(f"{s}_")}
+            {"split": s, "rows": int(measured.get(f"rows_{s}", 0))}
+            | {k.removeprefix(f"{s}_"): _fmt(v) for k, v in measured.items() if k.startswith(f"{s}_")}
             for s in ("train", "validation", "holdout")
         ]
     )
@@ -92,26 +94,26 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
         ]
     )
     validation = pd.DataFrame([{"day": d, "status": s} for d, s in evidence["training_validation"].items()])
-    hyper = {k[3:]: v for k, v in p.items() if k.startswith("hp_")}
+    hyper = {k.removeprefix(m.HYPERPARAMETER_PREFIX): v for k, v in p.items() if k.startswith(m.HYPERPARAMETER_PREFIX)}
     title = f"Model card: {settings.model_name} version {version}"
     sections: list[Section] = [
         (
             "Model",
             [
-                f"`models:/{settings.model_name}/{version}` — {p['model_type']} "
+                f"`models:/{settings.model_name}/{version}` — {p[m.PARAM_MODEL_TYPE]} "
                 f"({'hyperparameters ' + str(hyper) if hyper else 'default hyperparameters'}), "
-                f"task {spec.task} on dataset `{spec.name}`, feature service `{p['feature_service']}`.",
-                f"Training run `{run.info.run_id}`, git commit `{run.data.tags.get('git_commit', 'unknown')}`, "
-                f"trigger: {run.data.tags.get('airloop.trigger_reason', 'manual')}.",
+                f"task {spec.task} on dataset `{spec.name}`, feature service `{p[m.PARAM_FEATURE_SERVICE]}`.",
+                f"Training run `{run.info.run_id}`, git commit `{run.data.tags.get(m.TAG_GIT_COMMIT, 'unknown')}`, "
+                f"trigger: {run.data.tags.get(m.TAG_TRIGGER_REASON, 'manual')}.",
             ],
         ),
         ("Intended use", [spec.intended_use or "Not stated in the dataset spec."]),
         (
             "Training data",
             [
-                f"Validated days {p['train_start']}..{p['train_end']} ({len(days)} days, {len(data)} rows, "
-                f"{label_stat}); time split: the last {p['holdout_days']} days are the frozen holdout, "
-                f"the {p['validation_days']} before them the validation slice.",
+                f"Validated days {start}..{end} ({len(days)} days, {len(data)} rows, "
+                f"{label_stat}); time split: the last {p[m.PARAM_HOLDOUT_DAYS]} days are the frozen holdout, "
+                f"the {p[m.PARAM_VALIDATION_DAYS]} before them the validation slice.",
                 splits,
             ],
         ),
@@ -179,5 +181,5 @@ def write_model_card(settings: Settings, version: str, evidence: dict[str, Any])
     c.log_text(mv.run_id, render_markdown(title, sections), "model_card/model_card.md")
     c.log_text(mv.run_id, render_html(title, sections), "model_card/model_card.html")
     uri = f"runs:/{mv.run_id}/model_card/model_card.html"
-    c.set_model_version_tag(settings.model_name, version, "airloop.model_card", uri)
+    c.set_model_version_tag(settings.model_name, version, m.TAG_MODEL_CARD, uri)
     return uri

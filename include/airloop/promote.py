@@ -2,15 +2,7 @@
 
 The gate scores challenger and champion on the same evaluation rows (the challenger's frozen
 holdout plus the labelled validated days after its training window) and applies the configured
-rules (``Settings.gate_rules``):
-
-* ``floor`` — the primary metric is at least the absolute floor;
-* ``min_rows`` — enough evaluation rows to judge at all (too few: refuse, don't guess);
-* ``non_inferiority`` — the lower bound of a paired-bootstrap confidence interval of
-  (challenger − champion) is at least −``promotion_tolerance``;
-* ``slices`` — every slice named in the dataset spec has enough rows and meets its floor;
-* ``budget`` — model size and median single-row latency within budget;
-* ``validation`` — every day the challenger trained on passed data validation.
+rules (``Settings.gate_rules``; the rules themselves are the table in ``airloop.gate``).
 
 The very first model needs no comparison. A champion is never replaced without the
 ``non_inferiority`` rule configured; a backfill never promotes.
@@ -28,25 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airloop import gate, lake
 from airloop.config import Settings
-from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, load_model, version_by_alias
-from airloop.storage import DATA_FILE, partition_dates, read_partitions
-
-HIGHER_IS_BETTER = ("roc_auc", "average_precision", "accuracy", "r2")
-
-
-def metric_value(name: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """One gate metric (higher is better); NaN when it is undefined on these rows (e.g. one class)."""
-    from sklearn.metrics import accuracy_score, average_precision_score, r2_score, roc_auc_score
-
-    if name not in HIGHER_IS_BETTER:
-        raise ValueError(f"the gate's primary metric must be one of {HIGHER_IS_BETTER}, got {name!r}")
-    if name in ("roc_auc", "average_precision") and len(np.unique(y)) < 2:
-        return float("nan")
-    if name == "r2" and len(y) < 2:
-        return float("nan")
-    fn = {"roc_auc": roc_auc_score, "average_precision": average_precision_score, "r2": r2_score}.get(name)
-    return float(fn(y, pred) if fn else accuracy_score(y, pred >= 0.5))
+from airloop.model import TAG_GATE_DECISION, TAG_GATE_REASON, metric_value, predict, predicted_class, train_window
+from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, load_holdout, load_model, version_by_alias
 
 
 def paired_bootstrap(
@@ -70,7 +47,7 @@ def mcnemar(y: np.ndarray, new: np.ndarray, old: np.ndarray) -> dict[str, float]
     """McNemar's exact test on the rows the two classifiers get right/wrong differently."""
     from scipy.stats import binomtest
 
-    right_new, right_old = (new >= 0.5) == y, (old >= 0.5) == y
+    right_new, right_old = predicted_class(new) == y, predicted_class(old) == y
     b, c = int((right_new & ~right_old).sum()), int((~right_new & right_old).sum())
     p = binomtest(b, b + c).pvalue if b + c else 1.0
     return {"only_challenger_right": b, "only_champion_right": c, "p_value": float(p)}
@@ -80,16 +57,15 @@ def evaluation_set(settings: Settings, run: Any) -> tuple[pd.DataFrame, list[str
     """The challenger's frozen holdout plus the labelled validated days after its training window,
     with point-in-time features; returns the rows and the days they come from."""
     from airloop.features import training_frame
-    from airloop.train import load_holdout
 
     spec = settings.spec
     holdout = load_holdout(settings, run.info.run_id)
     days = sorted(holdout[spec.timestamp].dt.strftime("%Y-%m-%d").unique())
-    validated = settings.lake_dir / "validated"
-    recent = [d for d in partition_dates(validated) if d > run.data.params["train_end"]][-settings.gate_recent_days :]
+    _, end = train_window(run)
+    recent = [d for d in lake.dates(settings, lake.VALIDATED) if d > end][-settings.gate_recent_days :]
     frames = [holdout]
     if recent:
-        labels = read_partitions(validated, recent, [spec.entity, spec.timestamp, spec.label])
+        labels = lake.read(settings, lake.VALIDATED, recent, [spec.entity, spec.timestamp, spec.label])
         labels = labels.dropna(subset=[spec.label])
         if len(labels):
             frames.append(training_frame(settings, labels)[holdout.columns])
@@ -99,8 +75,6 @@ def evaluation_set(settings: Settings, run: Any) -> tuple[pd.DataFrame, list[str
 
 
 def _latency_ms(settings: Settings, model: Any, X: pd.DataFrame, calls: int = 30) -> dict[str, float]:
-    from airloop.train import predict
-
     predict(settings, model, X.iloc[[0]])  # warm-up
     times = []
     for i in range(min(calls, len(X))):
@@ -112,12 +86,10 @@ def _latency_ms(settings: Settings, model: Any, X: pd.DataFrame, calls: int = 30
 
 def _training_validation(settings: Settings, run: Any) -> dict[str, Any]:
     """Validation status of every validated day in the challenger's training window."""
-    start, end = run.data.params["train_start"], run.data.params["train_end"]
     status = {}
-    for d in partition_dates(settings.lake_dir / "validated"):
-        if start <= d <= end:
-            path = settings.partition("validated", d) / "validation.json"
-            status[d] = "pass" if path.exists() and json.loads(path.read_text()).get("success") else "fail"
+    for d in lake.dates(settings, lake.VALIDATED, *train_window(run)):
+        path = lake.partition(settings, lake.VALIDATED, d) / lake.VALIDATION_FILE
+        status[d] = "pass" if path.exists() and json.loads(path.read_text()).get("success") else "fail"
     return status
 
 
@@ -125,22 +97,20 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
     """Live evidence from shadow scoring: the challenger's stored shadow predictions and the
     champion's stored predictions for the same entities and days, against their labels."""
     spec = settings.spec
-    shadow_dir = settings.lake_dir / "predictions_shadow"
-    days = [
-        d
-        for d in partition_dates(shadow_dir)
-        if (settings.partition("predictions", d) / DATA_FILE).exists()
-        and (settings.partition("validated", d) / DATA_FILE).exists()
-    ]
+    days = sorted(
+        set(lake.dates(settings, lake.SHADOW))
+        & set(lake.dates(settings, lake.PREDICTIONS))
+        & set(lake.dates(settings, lake.VALIDATED))
+    )
     frames = []
     for d in days:
-        shadow = pd.read_parquet(settings.partition("predictions_shadow", d) / DATA_FILE)
+        shadow = pd.read_parquet(lake.data_file(settings, lake.SHADOW, d))
         shadow = shadow[shadow["model_version"] == version]
         if shadow.empty:
             continue
-        live = pd.read_parquet(settings.partition("predictions", d) / DATA_FILE)
+        live = pd.read_parquet(lake.data_file(settings, lake.PREDICTIONS, d))
         keys = [spec.entity, spec.timestamp]
-        labels = pd.read_parquet(settings.partition("validated", d) / DATA_FILE, columns=[*keys, spec.label])
+        labels = pd.read_parquet(lake.data_file(settings, lake.VALIDATED, d), columns=[*keys, spec.label])
         both = shadow.merge(live, on=keys, suffixes=("_challenger", "_champion")).merge(labels, on=keys)
         frames.append(both.dropna(subset=[spec.label]))
     if not frames:
@@ -156,10 +126,6 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
     }
 
 
-def _check(rule: str, passed: bool, detail: str, enforced: list[str]) -> dict[str, Any]:
-    return {"rule": rule, "passed": bool(passed), "enforced": rule in enforced, "detail": detail}
-
-
 def evaluate_gate(
     settings: Settings,
     version: str,
@@ -170,8 +136,6 @@ def evaluate_gate(
     """Judge challenger ``version`` against the champion on the same rows, record the decision and
     its evidence on the version (tags + ``gate/`` artifacts), and move the aliases if it passes.
     ``force_reason`` promotes even when rules fail (recorded as ``forced``); never for a backfill."""
-    from airloop.train import predict
-
     spec, metric, rules = settings.spec, settings.metric, settings.gate_rules
     if force_reason is not None and not force_reason.strip():
         raise ValueError("a forced promotion needs a reason (who asked and why)")
@@ -190,15 +154,6 @@ def evaluate_gate(
 
     value = metric_value(metric, y, new)
     champion_value = metric_value(metric, y, old) if old is not None else None
-    checks = [
-        _check("floor", value >= settings.floor, f"{metric} {value:.4f} vs floor {settings.floor:.4f}", rules),
-        _check(
-            "min_rows",
-            len(rows) >= settings.gate_min_rows,
-            f"{len(rows)} evaluation rows vs minimum {settings.gate_min_rows}",
-            rules,
-        ),
-    ]
     comparison = None
     if old is not None and len(rows) >= 2:
         comparison = paired_bootstrap(
@@ -206,16 +161,6 @@ def evaluate_gate(
         )
         if metric == "accuracy":
             comparison["mcnemar"] = mcnemar(y, new, old)
-        checks.append(
-            _check(
-                "non_inferiority",
-                comparison["ci_low"] >= -settings.promotion_tolerance,
-                f"{metric} challenger − champion = {comparison['difference']:+.4f}, "
-                f"{settings.gate_confidence:.0%} CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}] "
-                f"vs margin −{settings.promotion_tolerance}",
-                rules,
-            )
-        )
     slice_table = []
     for s in spec.slices:
         mask = rows[s.column].isin(s.values).to_numpy()
@@ -227,45 +172,17 @@ def evaluate_gate(
         v = entry["challenger"]
         entry["passed"] = bool(mask.sum() >= settings.gate_min_slice_rows and v is not None and v >= floor)
         slice_table.append(entry)
-    failing = [e for e in slice_table if not e["passed"]]
-    checks.append(
-        _check(
-            "slices",
-            not failing,
-            "all slices meet their floors"
-            if not failing
-            else "; ".join(
-                f"{e['slice']}: {metric} {e['challenger'] if e['challenger'] is not None else float('nan'):.4f} "
-                f"vs floor {e['floor']:.4f} on {e['rows']} rows (minimum {settings.gate_min_slice_rows})"
-                for e in failing
-            ),
-            rules,
-        )
-    )
-    size_mb = len(pickle.dumps(model)) / 1e6
-    latency = _latency_ms(settings, model, X)
-    checks.append(
-        _check(
-            "budget",
-            size_mb <= settings.gate_max_model_mb and latency["median_ms"] <= settings.gate_max_latency_ms,
-            f"size {size_mb:.2f} MB (budget {settings.gate_max_model_mb}), single-row latency median "
-            f"{latency['median_ms']:.1f} ms (budget {settings.gate_max_latency_ms})",
-            rules,
-        )
-    )
-    validation = _training_validation(settings, run)
-    bad_days = [d for d, s in validation.items() if s != "pass"]
-    checks.append(
-        _check(
-            "validation",
-            bool(validation) and not bad_days,
-            f"{len(validation)} training days, all passed validation"
-            if not bad_days
-            else f"training days without a passing validation: {bad_days}",
-            rules,
-        )
-    )
-
+    measured = {
+        "metric": metric,
+        "challenger_value": value,
+        "evaluation_rows": len(rows),
+        "comparison": comparison,
+        "slices": slice_table,
+        "model_size_mb": len(pickle.dumps(model)) / 1e6,
+        "latency": _latency_ms(settings, model, X),
+        "training_validation": _training_validation(settings, run),
+    }
+    checks = gate.check_all(settings, measured)
     failed = [ch["rule"] for ch in checks if ch["enforced"] and not ch["passed"]]
     if is_backfill:
         decision, reason = "refused", "backfill runs never promote"
@@ -286,6 +203,7 @@ def evaluate_gate(
             ch["detail"] for ch in checks if ch["rule"] == "non_inferiority"
         )
     evidence = {
+        **measured,
         "version": version,
         "decision": decision,
         "reason": reason,
@@ -293,19 +211,11 @@ def evaluate_gate(
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "decided_by": actor,
         "backfill": is_backfill,
-        "metric": metric,
         "rules": rules,
-        "evaluation_rows": len(rows),
         "evaluation_days": days,
-        "challenger_value": value,
         "champion_version": str(champ.version) if champ is not None else None,
         "champion_value": champion_value,
-        "comparison": comparison,
         "checks": checks,
-        "slices": slice_table,
-        "model_size_mb": size_mb,
-        "latency": latency,
-        "training_validation": validation,
         "shadow": shadow_comparison(settings, version),
         "settings": {
             "floor": settings.floor,
@@ -348,8 +258,8 @@ def explain_decision(evidence: dict[str, Any]) -> str:
 def _record(settings: Settings, c: Any, mv: Any, evidence: dict[str, Any]) -> None:
     version, metric = evidence["version"], evidence["metric"]
     tags = {
-        "airloop.gate.decision": evidence["decision"],
-        "airloop.gate.reason": evidence["reason"][:4900],
+        TAG_GATE_DECISION: evidence["decision"],
+        TAG_GATE_REASON: evidence["reason"][:4900],
         "airloop.gate.failed_rules": ",".join(evidence["failed_rules"]),
         "airloop.gate.decided_by": evidence["decided_by"],
         "airloop.gate.decided_at": evidence["decided_at"],

@@ -1,4 +1,4 @@
-"""Quarantine: where a bad batch goes, with why; and release, which puts a fixed batch back."""
+"""Quarantine: where a bad batch goes, with why (``airloop.release`` puts a fixed batch back)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from typing import NoReturn
 
 import pandas as pd
 
+from airloop import lake
 from airloop.config import Settings
-from airloop.storage import DATA_FILE, write_json, write_parquet, write_text
-
-REASON_FILE = "REASON.txt"
+from airloop.storage import write_json, write_parquet, write_text
 
 
 class BatchQuarantined(RuntimeError):
@@ -29,34 +28,34 @@ def quarantine_batch(
     result: dict | None = None,
     docs_page: str | None = None,
 ) -> NoReturn:
-    """Replace ``quarantine/ds=<ds>`` (atomically, as one folder) with the batch, its validation
+    """Replace the day's quarantine partition (atomically, as one folder) with the batch, its validation
     result, its Data Docs page and a readable ``REASON.txt``; drop any validated partition of that
     date; raise BatchQuarantined with the reason."""
-    target = settings.partition("quarantine", ds)
+    target = lake.partition(settings, lake.QUARANTINE, ds)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         if isinstance(data, Path):  # a Parquet file already written: copy its bytes
-            shutil.copyfile(data, staging / DATA_FILE)
+            shutil.copyfile(data, staging / lake.DATA_FILE)
         elif data is not None:
-            write_parquet(data, staging / DATA_FILE)
+            write_parquet(data, staging / lake.DATA_FILE)
         for f in files or []:
             (staging / "files").mkdir(exist_ok=True)
             shutil.copy2(f, staging / "files" / f.name)
         if result is not None:
-            write_json(result, staging / "validation.json")
+            write_json(result, staging / lake.VALIDATION_FILE)
         page_note = ""
         if docs_page:
             page = _copy_docs_page(settings, Path(docs_page), staging / "data_docs")
             page_note = f"\nData Docs: {target / page.relative_to(staging)}"
         message = f"batch {ds} quarantined at {target}: {reason}{page_note}"
-        write_text(message + "\n", staging / REASON_FILE)
+        write_text(message + "\n", staging / lake.REASON_FILE)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(settings.partition("validated", ds), ignore_errors=True)
+    shutil.rmtree(lake.partition(settings, lake.VALIDATED, ds), ignore_errors=True)
     raise BatchQuarantined(message.replace(str(staging), str(target)))
 
 
@@ -69,28 +68,3 @@ def _copy_docs_page(settings: Settings, page: Path, dest: Path) -> Path:
     if (site / "static").exists():
         shutil.copytree(site / "static", dest / "static", dirs_exist_ok=True)
     return dest / rel
-
-
-def quarantined_dates(settings: Settings) -> list[str]:
-    """Dates currently in quarantine."""
-    zone = settings.lake_dir / "quarantine"
-    return sorted(p.name[3:] for p in zone.glob("ds=*")) if zone.exists() else []
-
-
-def release_batch(settings: Settings, ds: str, path: Path | None = None) -> dict:
-    """Re-ingest a fixed batch for ``ds`` (``path``, else the quarantined data or files) and
-    re-validate it. Pass: it moves on to ``validated/`` and leaves quarantine. Fail: it stays
-    quarantined and BatchQuarantined says why."""
-    from airloop.ingest import ingest_batch
-    from airloop.validate import validate_batch
-
-    qdir = settings.partition("quarantine", ds)
-    if path is None:
-        if not qdir.exists():
-            raise FileNotFoundError(f"{ds} is not in quarantine ({qdir} does not exist)")
-        path = qdir / DATA_FILE if (qdir / DATA_FILE).exists() else qdir / "files"
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    ingest_batch(settings, ds, files=files)
-    result = validate_batch(settings, ds)
-    shutil.rmtree(qdir, ignore_errors=True)
-    return {**result, "released": True}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pandas as pd
+
+from airloop import model as m
 from airloop.config import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
@@ -47,3 +50,31 @@ def load_model(settings: Settings, version: str) -> Any:
 
     client(settings)
     return mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+
+
+def training_runs(settings: Settings) -> list[dict[str, Any]]:
+    """Every training run of the experiment, oldest first: id, trigger, window and metrics."""
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment_name)
+    runs = sorted(c.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time)
+    return [
+        {
+            "run_id": r.info.run_id,
+            "trigger": r.data.tags.get(m.TAG_TRIGGER) or "manual",
+            "causes": [c for c in r.data.tags.get(m.TAG_TRIGGER_CAUSES, "").split(",") if c],
+            "trigger_reason": r.data.tags.get(m.TAG_TRIGGER_REASON),
+            "trigger_ds": r.data.tags.get(m.TAG_TRIGGER_DS) or None,
+            "window": [r.data.params.get(m.PARAM_TRAIN_START), r.data.params.get(m.PARAM_TRAIN_END)],
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+        if r.data.params.get(m.PARAM_TRAIN_END)
+    ]
+
+
+def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:
+    """The held-out evaluation rows of a training run (from its MLflow artifacts)."""
+    import mlflow.artifacts
+
+    client(settings)
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=m.HOLDOUT_ARTIFACT))

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airloop import lake
 from airloop.config import Settings
 from airloop.features import online_features, training_frame
+from airloop.model import predict, predicted_class
 from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
 from airloop.sources import export_partition
-from airloop.storage import DATA_FILE, atomic_path, iter_batches, write_json
-from airloop.train import predict
+from airloop.storage import atomic_path, iter_batches, write_json
 
 
 class NoChampion(LookupError):
@@ -30,7 +31,7 @@ class TrainingServingSkew(RuntimeError):
 def check_skew(settings: Settings, ds: str, sample: pd.DataFrame, online: pd.DataFrame) -> dict:
     """Compare, for a sample of the day's entities (their latest ``entity, timestamp``), the online
     store's features with the offline values Feast's point-in-time join gives for the same
-    timestamp (what training sees). Writes ``monitoring/skew/ds=<ds>.json``; raises
+    timestamp (what training sees). Writes the day's skew report (``lake.skew_report``); raises
     TrainingServingSkew on any mismatch."""
     spec = settings.spec
     offline = training_frame(settings, sample[[spec.entity, spec.timestamp]])
@@ -45,21 +46,21 @@ def check_skew(settings: Settings, ds: str, sample: pd.DataFrame, online: pd.Dat
         for _, row in both.loc[~same].iterrows():
             mismatches.append(
                 {
-                    "entity": int(row[spec.entity]),
+                    "entity": spec.key(row[spec.entity]),
                     "feature": name,
                     "offline": row[f"{name}_offline"],
                     "online": row[f"{name}_online"],
                 }
             )
     report = {"ds": ds, "sampled": len(both), "mismatches": mismatches}
-    write_json(report, settings.monitoring_dir / "skew" / f"ds={ds}.json")
+    path = write_json(report, lake.skew_report(settings, ds))
     if mismatches:
         shown = "; ".join(
             f"{m['entity']}.{m['feature']}: offline {m['offline']} != online {m['online']}" for m in mismatches[:5]
         )
         raise TrainingServingSkew(
             f"training/serving skew on {ds}: {len(mismatches)} mismatching values in {len(both)} sampled "
-            f"entities ({shown}); report: {settings.monitoring_dir / 'skew' / f'ds={ds}.json'}"
+            f"entities ({shown}); report: {path}"
         )
     return report
 
@@ -79,20 +80,20 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
     champ = version_by_alias(settings, CHAMPION)
     if champ is None:
         raise NoChampion(f"no '{CHAMPION}' version of {settings.model_name} yet: nothing to score {ds} with")
-    src = settings.features_dir / f"{ds}.parquet"
+    src = lake.data_file(settings, lake.FEATURES, ds)
     if not src.exists():
         raise FileNotFoundError(f"no features for {ds} at {src}: materialize {ds} first")
-    newest = max(p.stem for p in settings.features_dir.glob("*.parquet"))
+    newest = lake.dates(settings, lake.FEATURES)[-1]
     if ds >= newest and settings.skew_sample:
         keys = pd.read_parquet(src, columns=[spec.entity, spec.timestamp])
         latest = keys.sort_values(spec.timestamp).drop_duplicates(spec.entity, keep="last")
         sample = latest.sample(min(settings.skew_sample, len(latest)), random_state=settings.seed)
         check_skew(settings, ds, sample, online_features(settings, sample[spec.entity].tolist()))
-    models = {"predictions": champ}
+    models = {lake.PREDICTIONS: champ}
     challenger = version_by_alias(settings, CHALLENGER) if settings.shadow_scoring else None
     if challenger is not None and str(challenger.version) != str(champ.version):
         # shadow: the challenger scores the same rows; its output never reaches the predictions table
-        models["predictions_shadow"] = challenger
+        models[lake.SHADOW] = challenger
     meta = pq.ParquetFile(src).metadata
     shards: list[list[int]] = [[]]
     rows = 0
@@ -108,7 +109,7 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
 
 
 def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
-    return settings.staging_dir / zone / f"ds={ds}" / f"part-{shard:05d}.parquet"
+    return lake.staging(settings, zone, ds) / f"part-{shard:05d}.parquet"
 
 
 def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None = None) -> dict:
@@ -130,7 +131,7 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
     with contextlib.ExitStack() as stack:  # on exit: writers close, then each temp file is renamed
         tmp = {zone: stack.enter_context(atomic_path(path)) for zone, path in paths.items()}
         writers: dict[str, Any] = {}
-        src = pq.ParquetFile(settings.features_dir / f"{ds}.parquet")
+        src = pq.ParquetFile(lake.data_file(settings, lake.FEATURES, ds))
         columns = [*keys, *spec.model_features]
         for batch in iter_batches(src, settings.chunk_rows, columns, shard["row_groups"]):
             feats = batch.select(spec.model_features).to_pandas()
@@ -152,15 +153,15 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
 
 
 def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dict[str, Any] | None = None) -> dict:
-    """Concatenate the scored shards' parts, in shard order, into ``predictions/ds=<ds>`` (and
-    ``predictions_shadow/``): streamed, and renamed into place at once, so readers see the whole day
+    """Concatenate the scored shards' parts, in shard order, into the day's predictions partition (and
+    the shadow one): streamed, and renamed into place at once, so readers see the whole day
     or the previous version of it, never part of a day. Then the staging parts are removed. With
     ``s3_output_bucket`` the predictions are also uploaded there (``s3_client_kwargs`` for boto3)."""
     import pyarrow.parquet as pq
 
     shards = sorted(shards, key=lambda s: s["shard"])
     ds, models = shards[0]["ds"], shards[0]["models"]
-    paths = {zone: settings.partition(zone, ds) / DATA_FILE for zone in models}
+    paths = {zone: lake.data_file(settings, zone, ds) for zone in models}
     for zone, path in paths.items():
         if len(shards) == 1:  # nothing to concatenate: the part is renamed into place
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,19 +180,19 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
         "ds": ds,
         "rows": sum(s["rows"] for s in shards),
         "shards": len(shards),
-        "model_version": models["predictions"]["version"],
-        "path": str(paths["predictions"]),
+        "model_version": models[lake.PREDICTIONS]["version"],
+        "path": str(paths[lake.PREDICTIONS]),
     }
     if settings.s3_output_bucket:
-        result["s3_uri"] = export_partition(settings, "predictions", ds, s3_client_kwargs)
-    if "predictions_shadow" in models:
-        shadow = models["predictions_shadow"]["version"]
-        result["shadow"] = {"model_version": shadow, "path": str(paths["predictions_shadow"])}
+        result["s3_uri"] = export_partition(settings, lake.PREDICTIONS, ds, s3_client_kwargs)
+    if lake.SHADOW in models:
+        shadow = models[lake.SHADOW]["version"]
+        result["shadow"] = {"model_version": shadow, "path": str(paths[lake.SHADOW])}
     return result
 
 
 def score_batch(settings: Settings, ds: str) -> dict:
-    """Write ``predictions/ds=<ds>``: one row per feature row of the day, scored by the champion
+    """Write the day's predictions partition: one row per feature row of the day, scored by the champion
     (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``). The shards of
     :func:`plan_scoring` are scored one after another here, with the models loaded once; the daily DAG
     scores them in parallel."""
@@ -207,10 +208,11 @@ def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any
 
     spec, n = settings.spec, keys.num_rows
     pred = predict(settings, model, feats) if n else np.array([], dtype="float64")
-    label = (pred >= 0.5).astype("int64") if spec.task == "binary_classification" else pred
+    label = predicted_class(pred) if spec.task == "binary_classification" else pred
+    key_type = pa.string() if spec.entity_dtype == "string" else pa.int64()
     return pa.table(
         {
-            spec.entity: keys.column(spec.entity).cast(pa.int64()),
+            spec.entity: keys.column(spec.entity).cast(key_type),
             spec.timestamp: keys.column(spec.timestamp),
             "ds": pa.repeat(ds, n),
             "score": pa.array(pred, pa.float64()),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from airloop import lake
 from airloop.config import Settings
 from airloop.storage import atomic_path
 
@@ -106,7 +107,7 @@ def _churn_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "customer_id": c["customer_id"].to_numpy(),
-            "event_timestamp": [midnight + timedelta(seconds=int(s)) for s in seconds],
+            "event_timestamp": [midnight + timedelta(0, int(s)) for s in seconds],
             "tenure_months": tenure.astype("int64"),
             "monthly_charges": np.round(charges, 2),
             "usage_hours_7d": np.round(np.clip(usage, 0, 168), 2),
@@ -156,7 +157,7 @@ def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame
     return pd.DataFrame(
         {
             "store_id": (idx + 1).astype("int64"),
-            "event_timestamp": [midnight + timedelta(seconds=int(s)) for s in seconds],
+            "event_timestamp": [midnight + timedelta(0, int(s)) for s in seconds],
             "price": np.round(np.clip(price, 0, 100), 2),
             "promo": promo,
             "temperature_c": np.round(temperature, 1),
@@ -170,22 +171,17 @@ def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame
 BUSINESSES = {"subscription_churn": _churn_day, "store_demand": _demand_day}
 
 
-def labels_landing_dir(settings: Settings) -> Path:
-    """Where label files land: ``landing/labels/ds=<arrival day>/``."""
-    return settings.landing_dir / "labels"
-
-
 def write_landing(day: date, settings: Settings, scenarios: list[Scenario] = ()) -> Path:
     """Write one day's batch as CSV into the landing folder (atomically); return its path. The
     outcomes of the day's rows (entity, timestamp, label) land separately ``label_delay_days`` later
     in ``landing/labels/``, as they would from a CRM: the monitor's performance check reads only those."""
-    target = settings.landing_dir / f"ds={day.isoformat()}" / "batch.csv"
+    target = lake.landing(settings, day.isoformat()) / "batch.csv"
     df = simulate_day(day, settings, scenarios)
     with atomic_path(target) as tmp:
         df.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
     spec = settings.spec
     arrival = day + timedelta(days=settings.label_delay_days)
-    labels = labels_landing_dir(settings) / f"ds={arrival.isoformat()}" / f"labels_{day.isoformat()}.csv"
+    labels = lake.label_landing(settings, arrival.isoformat()) / f"labels_{day.isoformat()}.csv"
     with atomic_path(labels) as tmp:
         df[[spec.entity, spec.timestamp, spec.label]].to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
     return target

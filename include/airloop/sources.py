@@ -6,16 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from airloop import lake
 from airloop.config import Settings
-from airloop.storage import DATA_FILE
 
 SUFFIXES = (".csv", ".parquet")
 
 
 def local_files(settings: Settings, ds: str) -> list[Path]:
     """The landing files of ``ds`` in the local landing folder."""
-    folder = settings.landing_dir / f"ds={ds}"
-    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in SUFFIXES)
+    return sorted(p for p in lake.landing(settings, ds).glob("*") if p.is_file() and p.suffix in SUFFIXES)
 
 
 def s3_files(
@@ -28,7 +27,7 @@ def s3_files(
     import boto3
 
     client = boto3.client("s3", **(client_kwargs or {}))
-    prefix = settings.s3_prefix.format(ds=ds)
+    prefix = lake.s3_landing_prefix(settings, ds)
     keys = [
         obj["Key"]
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix=prefix)
@@ -46,8 +45,8 @@ def s3_files(
 def describe(settings: Settings, ds: str) -> str:
     """Where the landing batch of ``ds`` is expected, for error messages."""
     if settings.source == "s3":
-        return f"s3://{settings.s3_bucket}/{settings.s3_prefix.format(ds=ds)}"
-    return str(settings.landing_dir / f"ds={ds}")
+        return f"s3://{settings.s3_bucket}/{lake.s3_landing_prefix(settings, ds)}"
+    return str(lake.landing(settings, ds))
 
 
 def export_partition(settings: Settings, zone: str, ds: str, client_kwargs: dict[str, Any] | None = None) -> str:
@@ -58,7 +57,7 @@ def export_partition(settings: Settings, zone: str, ds: str, client_kwargs: dict
 
     if not settings.s3_output_bucket:
         raise ValueError("no output bucket configured: set AIRLOOP_S3_OUTPUT_BUCKET")
-    key = settings.s3_output_prefix.format(zone=zone, ds=ds) + DATA_FILE
+    key = lake.s3_output_key(settings, zone, ds)
     client = boto3.client("s3", **(client_kwargs or {}))
-    client.upload_file(str(settings.partition(zone, ds) / DATA_FILE), settings.s3_output_bucket, key)
+    client.upload_file(str(lake.data_file(settings, zone, ds)), settings.s3_output_bucket, key)
     return f"s3://{settings.s3_output_bucket}/{key}"

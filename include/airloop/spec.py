@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, field_validator, model_validator
 
 
 class Feature(BaseModel):
@@ -19,6 +19,16 @@ class Feature(BaseModel):
     categories: list[str] | None = None
     max_missing: float = 0.0  # share of nulls above which the batch is blocked
     warn_missing: float | None = None  # share of nulls above which a warning is recorded
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _as_text(cls, values: Any) -> Any:
+        """Categories may be written as numbers (integer-coded data); the batch holds them as text."""
+        return (
+            [v if isinstance(v, str) else str(int(v) if float(v).is_integer() else v) for v in values]
+            if values
+            else values
+        )
 
     @model_validator(mode="after")
     def _check(self) -> Feature:
@@ -56,6 +66,7 @@ class DatasetSpec(BaseModel):
     name: str
     task: Literal["binary_classification", "regression"]
     entity: str
+    entity_dtype: Literal["int", "string"] = "int"  # the entity key's type (Feast join key INT64 or STRING)
     timestamp: str
     label: str
     positive_label: int | None = 1
@@ -96,6 +107,27 @@ class DatasetSpec(BaseModel):
     def model_features(self) -> list[str]:
         """What the model reads from the feature store: the batch's features and the aggregates."""
         return [*self.feature_names, *self.aggregate_names]
+
+    def key(self, value: Any) -> int | str:
+        """An entity id as the pipeline and the online store key it (``entity_dtype``)."""
+        return str(value) if self.entity_dtype == "string" else int(value)
+
+    @property
+    def feature_view_name(self) -> str:
+        """The Feast feature view of the batch features and aggregates."""
+        return f"{self.name}_fv"
+
+    @property
+    def feature_service_name(self) -> str:
+        """The Feast feature service training and scoring read (versioned, as in Feast's template)."""
+        return f"{self.name}_v1"
+
+    def feast_schema(self) -> list[tuple[str, Any]]:
+        """(name, Feast type) of each feature and aggregate."""
+        from feast.types import Float64, Int64, String
+
+        types = {"int": Int64, "float": Float64, "category": String}
+        return [(f.name, types[f.dtype]) for f in self.features] + [(a.name, Float64) for a in self.aggregates]
 
     @property
     def columns(self) -> list[str]:

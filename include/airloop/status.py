@@ -4,47 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from airloop import lake
+from airloop import model as m
 from airloop.config import Settings
-from airloop.quarantine import quarantined_dates
-from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, version_by_alias
-from airloop.storage import partition_dates
+from airloop.policy import history
+from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, training_runs, version_by_alias
 
 
 def _latest(dates: list[str]) -> str | None:
     return dates[-1] if dates else None
 
 
-def training_runs(settings: Settings) -> list[dict]:
+def retrains(settings: Settings) -> list[dict]:
     """Every training run with its trigger, registered version and gate decision, oldest first."""
     c = client(settings)
-    exp = c.get_experiment_by_name(settings.experiment_name)
-    runs = []
-    for r in sorted(c.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time):
-        versions = c.search_model_versions(f"run_id='{r.info.run_id}'")
+    out = []
+    for r in training_runs(settings):
+        versions = c.search_model_versions(f"run_id='{r['run_id']}'")
         mv = versions[0] if versions else None
-        runs.append(
+        metrics = r.pop("metrics")
+        out.append(
             {
-                "run_id": r.info.run_id,
-                "trigger_reason": r.data.tags.get("airloop.trigger_reason"),
-                "trigger_ds": r.data.tags.get("airloop.trigger_ds") or None,
-                "window": [r.data.params.get("train_start"), r.data.params.get("train_end")],
-                "holdout_metric": {settings.metric: r.data.metrics.get(f"holdout_{settings.metric}")},
+                **r,
+                "holdout_metric": {settings.metric: metrics.get(f"holdout_{settings.metric}")},
                 "version": str(mv.version) if mv else None,
-                "gate": mv.tags.get("airloop.gate.decision") if mv else None,
-                "gate_reason": mv.tags.get("airloop.gate.reason") if mv else None,
+                "gate": mv.tags.get(m.TAG_GATE_DECISION) if mv else None,
+                "gate_reason": mv.tags.get(m.TAG_GATE_REASON) if mv else None,
             }
         )
-    return runs
+    return out
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     """The current state of the loop as a JSON-ready dict (``airloop status --json``)."""
-    from airloop.monitor import drift_events
-
-    lake = settings.lake_dir
     aliases = {a: version_by_alias(settings, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)}
-    runs = training_runs(settings)
-    scored = partition_dates(lake / "predictions")
+    runs = retrains(settings)
+    checks = history(settings)
+    scored = lake.dates(settings, lake.PREDICTIONS)
     events = [
         {
             "ds": e["ds"],
@@ -54,7 +50,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "report": e.get("report"),
             "retrain_runs": [r["run_id"] for r in runs if r["trigger_ds"] == e["ds"]],
         }
-        for e in drift_events(settings)
+        for e in checks
+        if e.get("dataset_drift")
     ]
     return {
         "home": str(settings.home),
@@ -63,12 +60,12 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "champion_version": str(aliases[CHAMPION].version) if aliases[CHAMPION] else None,
         "challenger_version": str(aliases[CHALLENGER].version) if aliases[CHALLENGER] else None,
         "previous_champion_version": str(aliases[PREVIOUS].version) if aliases[PREVIOUS] else None,
-        "latest_ingested": _latest(partition_dates(lake / "raw")),
-        "latest_validated": _latest(partition_dates(lake / "validated")),
+        "latest_ingested": _latest(lake.dates(settings, lake.RAW)),
+        "latest_validated": _latest(lake.dates(settings, lake.VALIDATED)),
         "latest_scored": _latest(scored),
-        "quarantined": quarantined_dates(settings),
-        "predictions": [str(settings.partition("predictions", d) / "data.parquet") for d in scored],
-        "reports": [str(p) for p in sorted(settings.monitoring_dir.glob("ds=*/report.html"))],
+        "quarantined": lake.dates(settings, lake.QUARANTINE),
+        "predictions": [str(lake.data_file(settings, lake.PREDICTIONS, d)) for d in scored],
+        "reports": [r["report"] for r in checks if r.get("report")],
         "drift_events": events,
         "retrains": runs,
     }

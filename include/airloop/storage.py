@@ -1,4 +1,4 @@
-"""Date-partitioned storage with atomic writes: write to a temp path, then rename."""
+"""Atomic file I/O: write to a temp path, then rename; Parquet read one row group at a time; hash splits."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-DATA_FILE = "data.parquet"
 
 
 @contextmanager
@@ -65,29 +63,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def partition_dates(zone_dir: Path) -> list[str]:
-    """Sorted dates ``YYYY-MM-DD`` of the ``ds=`` partitions in a zone."""
-    if not zone_dir.exists():
-        return []
-    return sorted(p.name[3:] for p in zone_dir.glob("ds=*") if (p / DATA_FILE).exists())
-
-
 def date_range(end: str, days: int) -> list[str]:
     """The ``days`` dates ending with ``end`` (inclusive), oldest first."""
     last = date.fromisoformat(end)
     return [(last - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
-
-
-def read_partitions(zone_dir: Path, dates: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-    """Concatenate the partitions present for ``dates`` (missing dates are skipped)."""
-    frames = [
-        pd.read_parquet(zone_dir / f"ds={d}" / DATA_FILE, columns=columns)
-        for d in dates
-        if (zone_dir / f"ds={d}" / DATA_FILE).exists()
-    ]
-    if not frames:
-        raise FileNotFoundError(f"no partitions under {zone_dir} for {dates[0]}..{dates[-1]}")
-    return pd.concat(frames, ignore_index=True)
 
 
 def iter_batches(

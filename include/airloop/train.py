@@ -11,17 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airloop import lake
+from airloop import model as m
 from airloop.config import PROJECT_DIR, Settings
-from airloop.features import FEATURE_SERVICE, training_frame
-from airloop.lineage import TRAINING_DATA_ARTIFACT, data_lineage
+from airloop.features import training_frame
+from airloop.lineage import data_lineage
+from airloop.model import MODEL_TYPES, metrics, predict, predicted_class
 from airloop.registry import CHALLENGER, client
-from airloop.storage import date_range, partition_dates, read_partitions
-
-MODEL_TYPES = {
-    "binary_classification": ("logistic_regression", "hist_gradient_boosting"),
-    "regression": ("ridge", "hist_gradient_boosting"),
-}
-HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
+from airloop.storage import date_range
 
 
 def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] | None = None) -> Any:
@@ -58,40 +55,6 @@ def build_pipeline(settings: Settings, model_type: str, params: dict[str, Any] |
     return Pipeline([("pre", pre), ("model", estimator)])
 
 
-def predict(settings: Settings, model: Any, X: pd.DataFrame) -> np.ndarray:
-    """The model's output the metrics use: P(positive) for classification, the value for regression."""
-    if settings.spec.task == "binary_classification":
-        return model.predict_proba(X)[:, 1]
-    return np.asarray(model.predict(X), dtype="float64")
-
-
-def metrics(settings: Settings, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """The metrics the project reports and gates on, for the spec's task type."""
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        log_loss,
-        mean_absolute_error,
-        r2_score,
-        roc_auc_score,
-        root_mean_squared_error,
-    )
-
-    if settings.spec.task == "regression":
-        return {
-            "r2": float(r2_score(y_true, pred)),
-            "rmse": float(root_mean_squared_error(y_true, pred)),
-            "mae": float(mean_absolute_error(y_true, pred)),
-        }
-    proba = pred
-    return {
-        "roc_auc": float(roc_auc_score(y_true, proba)),
-        "average_precision": float(average_precision_score(y_true, proba)),
-        "accuracy": float(accuracy_score(y_true, proba >= 0.5)),
-        "log_loss": float(log_loss(y_true, proba, labels=[0, 1])),
-    }
-
-
 def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) -> dict[str, Any]:
     """Diagnostic plots on the validation slice, as matplotlib figures: ROC, precision-recall,
     calibration and confusion matrix (classification) or predicted-vs-actual and residuals
@@ -116,7 +79,7 @@ def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) 
             "roc_curve": RocCurveDisplay.from_predictions(y, proba).figure_,
             "pr_curve": PrecisionRecallDisplay.from_predictions(y, proba).figure_,
             "calibration": CalibrationDisplay.from_predictions(y, proba, n_bins=10).figure_,
-            "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int)).figure_,
+            "confusion_matrix": ConfusionMatrixDisplay.from_predictions(y, predicted_class(proba)).figure_,
         }
         scoring = "roc_auc"
     else:
@@ -143,8 +106,8 @@ def plots(settings: Settings, pipe: Any, part: pd.DataFrame, proba: np.ndarray) 
 
 def training_window(settings: Settings, end_ds: str, window_days: int) -> list[str]:
     """Validated dates in the window ending at ``end_ds`` (quarantined days are left out)."""
-    present = set(partition_dates(settings.lake_dir / "validated"))
-    return [d for d in date_range(end_ds, window_days) if d in present]
+    days = date_range(end_ds, window_days)
+    return lake.dates(settings, lake.VALIDATED, days[0], days[-1])
 
 
 def _git_commit() -> str:
@@ -171,9 +134,9 @@ def train_model(
     from mlflow.models import infer_signature
 
     if not end_ds:
-        validated = partition_dates(settings.lake_dir / "validated")
+        validated = lake.dates(settings, lake.VALIDATED)
         if not validated:
-            raise ValueError(f"no validated day under {settings.lake_dir / 'validated'} to train on yet")
+            raise ValueError(f"no validated day under {lake.zone_dir(settings, lake.VALIDATED)} to train on yet")
         end_ds = validated[-1]
     spec = settings.spec
     window_days = window_days or settings.train_window_days
@@ -190,7 +153,7 @@ def train_model(
             f"{len(dates)} validated days cannot be split into train + {settings.validation_days} validation "
             f"+ {settings.holdout_days} holdout days: widen the window or lower AIRLOOP_HOLDOUT_DAYS"
         )
-    labels = read_partitions(settings.lake_dir / "validated", dates, [spec.entity, spec.timestamp, spec.label])
+    labels = lake.read(settings, lake.VALIDATED, dates, [spec.entity, spec.timestamp, spec.label])
     frame = training_frame(settings, labels).sort_values([spec.timestamp, spec.entity], kind="stable")
     day = frame[spec.timestamp].dt.strftime("%Y-%m-%d")
     splits = {  # by time: train on the past, validate on the recent slice, hold out the most recent
@@ -217,14 +180,14 @@ def train_model(
     with mlflow.start_run(run_name=f"train_{end_ds}") as run:
         mlflow.log_params(
             {
-                "model_type": model_type,
-                **{f"hp_{k}": v for k, v in (params or {}).items()},
-                "train_start": dates[0],
-                "train_end": dates[-1],
+                m.PARAM_MODEL_TYPE: model_type,
+                **{f"{m.HYPERPARAMETER_PREFIX}{k}": v for k, v in (params or {}).items()},
+                m.PARAM_TRAIN_START: dates[0],
+                m.PARAM_TRAIN_END: dates[-1],
                 "window_days": window_days,
-                "holdout_days": settings.holdout_days,
-                "validation_days": settings.validation_days,
-                "feature_service": FEATURE_SERVICE,
+                m.PARAM_HOLDOUT_DAYS: settings.holdout_days,
+                m.PARAM_VALIDATION_DAYS: settings.validation_days,
+                m.PARAM_FEATURE_SERVICE: spec.feature_service_name,
                 "features": ",".join(spec.model_features),
                 "seed": settings.seed,
             }
@@ -236,25 +199,27 @@ def train_model(
             mlflow.log_figure(fig, f"plots/{name}.png")
         mlflow.set_tags(
             {
-                "git_commit": _git_commit(),
-                "airloop.trigger_reason": trigger.get("reason", "manual"),
-                "airloop.trigger_ds": trigger.get("ds", ""),
-                "airloop.airflow_run_id": trigger.get("airflow_run_id", ""),
+                m.TAG_GIT_COMMIT: _git_commit(),
+                m.TAG_TRIGGER: trigger.get("trigger") or "manual",
+                m.TAG_TRIGGER_CAUSES: ",".join(trigger.get("causes") or []),
+                m.TAG_TRIGGER_REASON: trigger.get("reason") or "manual",
+                m.TAG_TRIGGER_DS: trigger.get("ds", ""),
+                m.TAG_AIRFLOW_RUN_ID: trigger.get("airflow_run_id", ""),
                 **{f"version.{p}": pkg_version(p) for p in ("scikit-learn", "pandas", "feast", "mlflow")},
             }
         )
         dataset = mlflow.data.from_pandas(
             train,
-            source=str(settings.lake_dir / "validated"),
+            source=str(lake.zone_dir(settings, lake.VALIDATED)),
             name=f"train_{dates[0]}_{dates[-1]}",
             targets=spec.label,
         )
         mlflow.log_input(dataset, context="training")
-        mlflow.log_dict(data_lineage(settings, dates), TRAINING_DATA_ARTIFACT)
+        mlflow.log_dict(data_lineage(settings, dates), m.TRAINING_DATA_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:  # the run's artifact store is the one copy
-            holdout_path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
+            holdout_path = Path(tmp) / Path(m.HOLDOUT_ARTIFACT).name
             holdout.to_parquet(holdout_path, index=False)
-            mlflow.log_artifact(str(holdout_path), artifact_path=str(Path(HOLDOUT_ARTIFACT).parent))
+            mlflow.log_artifact(str(holdout_path), artifact_path=str(Path(m.HOLDOUT_ARTIFACT).parent))
         example = X.head(5)
         info = mlflow.sklearn.log_model(
             pipe,
@@ -272,8 +237,8 @@ def train_model(
     lineage = {
         "airloop.run_id": run.info.run_id,
         "airloop.train_window": f"{dates[0]}..{dates[-1]}",
-        "airloop.raw_partitions": ",".join(str(settings.partition("raw", d)) for d in dates),
-        "airloop.feature_service": FEATURE_SERVICE,
+        "airloop.raw_partitions": ",".join(str(lake.partition(settings, lake.RAW, d)) for d in dates),
+        "airloop.feature_service": spec.feature_service_name,
     }
     for key, value in lineage.items():
         c.set_model_version_tag(settings.model_name, version, key, value)
@@ -293,12 +258,3 @@ def _trusted_types(pipe: Any) -> list[str]:
     import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
-
-
-def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:
-    """The held-out evaluation rows of a training run (from its MLflow artifacts)."""
-    import mlflow.artifacts
-
-    client(settings)
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT_ARTIFACT)
-    return pd.read_parquet(local)

@@ -19,10 +19,11 @@ from typing import Any
 
 import pandas as pd
 
+from airloop import lake
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import DATA_FILE, atomic_path, iter_batches, split_by_key, write_json
+from airloop.storage import atomic_path, iter_batches, split_by_key, write_json
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
@@ -317,7 +318,7 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
         results = merged("rows", (b.to_pandas() for b in iter_batches(file, settings.chunk_rows)))
         buckets = -(-file.metadata.num_rows // settings.chunk_rows)
         for group, keys in keyed.items():
-            folder = settings.staging_dir / "validate" / f"ds={ds}" / group.replace(" ", "-")
+            folder = lake.staging(settings, "validate", ds) / group.replace(" ", "-")
             with split_by_key([raw], keys, keys, buckets, folder, settings.chunk_rows) as paths:
                 results.update(merged(group, (pd.read_parquet(p) for p in paths)))
         results.update(zip(groups["schema"], check("schema", file.schema_arrow.empty_table().to_pandas()), strict=True))
@@ -377,9 +378,9 @@ def explain(summary: dict, key: str = "failed") -> str:
 
 
 def validate_batch(settings: Settings, ds: str) -> dict:
-    """Validate ``raw/ds=<ds>``. Pass (warnings allowed): write ``validated/ds=<ds>``. Blocking
+    """Validate the raw partition of ``ds``. Pass (warnings allowed): write its validated partition. Blocking
     failure: quarantine the batch with its result, reason and Data Docs page; raise BatchQuarantined."""
-    raw = settings.partition("raw", ds) / DATA_FILE
+    raw = lake.data_file(settings, lake.RAW, ds)
     if not raw.exists():
         raise FileNotFoundError(f"no raw partition for {ds} at {raw}: run ingestion first")
     import pyarrow.parquet as pq
@@ -390,9 +391,9 @@ def validate_batch(settings: Settings, ds: str) -> dict:
     else:
         checked, docs_page = run_checkpoint(settings, pd.read_parquet(raw), ds)
     summary = {"ds": ds, **checked}
-    validated = settings.partition("validated", ds)
+    validated = lake.partition(settings, lake.VALIDATED, ds)
     if not summary["success"]:
-        ingest_notes = raw.parent / "_ingest.json"
+        ingest_notes = raw.parent / lake.INGEST_FILE
         notes = json.loads(ingest_notes.read_text())["coercion_notes"] if ingest_notes.exists() else []
         quarantine_batch(
             settings,
@@ -403,8 +404,8 @@ def validate_batch(settings: Settings, ds: str) -> dict:
             result=summary,
             docs_page=docs_page,
         )
-    write_json(summary, validated / "validation.json")
-    with atomic_path(validated / DATA_FILE) as tmp:  # the same rows: copy the bytes, no second encode
+    write_json(summary, validated / lake.VALIDATION_FILE)
+    with atomic_path(validated / lake.DATA_FILE) as tmp:  # the same rows: copy the bytes, no second encode
         shutil.copyfile(raw, tmp)
     return {
         "ds": ds,
@@ -412,5 +413,5 @@ def validate_batch(settings: Settings, ds: str) -> dict:
         "rows": rows,
         "warnings": [f"{w['expectation']} on {w['column']}: observed {w['observed']}" for w in summary["warnings"]],
         "data_docs": docs_page,
-        "path": str(validated / DATA_FILE),
+        "path": str(validated / lake.DATA_FILE),
     }

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from airloop import lake
+
 DAILY, MONITOR, TRAIN = "airloop_daily", "airloop_monitor", "airloop_train"
 
 
@@ -85,21 +87,21 @@ def _line(entry: dict) -> str:
     settings = get_settings()
     ds = entry["ds"]
     parts = [f"[{ds}]"]
-    if (settings.partition("validated", ds) / "data.parquet").exists():
+    if (lake.data_file(settings, "validated", ds)).exists():
         parts.append("ingested+validated")
-    elif (settings.partition("quarantine", ds) / "REASON.txt").exists():
+    elif (lake.partition(settings, "quarantine", ds) / "REASON.txt").exists():
         parts.append("QUARANTINED (see REASON.txt)")
-    if entry[DAILY] == "success" and (settings.features_dir / f"{ds}.parquet").exists():
+    if entry[DAILY] == "success" and (lake.data_file(settings, "features", ds)).exists():
         parts.append("features materialized")
-    if (settings.partition("predictions", ds) / "data.parquet").exists():
+    if (lake.data_file(settings, "predictions", ds)).exists():
         parts.append("scored")
-    result = settings.monitoring_dir / f"ds={ds}" / "result.json"
+    result = lake.monitoring(settings, ds) / "result.json"
     if result.exists():
         r = json.loads(result.read_text())
         parts.append(f"monitor: {r['action']} ({r['reason']})")
     for t in entry[TRAIN]:
-        cause = f": {t['conf']['cause']}" if t["conf"].get("cause") else ""
-        parts.append(f"training run ({t['conf'].get('reason')}{cause}): {t['state']}")
+        why = ": ".join(filter(None, [t["conf"].get("trigger", "manual"), ",".join(t["conf"].get("causes") or [])]))
+        parts.append(f"training run ({why}): {t['state']}")
     return " | ".join(parts)
 
 

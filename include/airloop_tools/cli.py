@@ -57,7 +57,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from airloop.quarantine import BatchQuarantined, release_batch
+    from airloop.quarantine import BatchQuarantined
+    from airloop.release import release_batch
 
     try:
         result = release_batch(get_settings(), args.date, Path(args.path) if args.path else None)
@@ -87,7 +88,13 @@ def cmd_features_env(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from airloop.train import train_model
 
-    trigger = {"reason": args.reason, "ds": args.trigger_ds or "", "airflow_run_id": args.airflow_run_id or ""}
+    trigger = {
+        "trigger": args.trigger,
+        "causes": [c for c in (args.causes or "").split(",") if c],
+        "reason": args.reason,
+        "ds": args.trigger_ds or "",
+        "airflow_run_id": args.airflow_run_id or "",
+    }
     params = json.loads(args.hyperparameters) if args.hyperparameters else None
     result = train_model(
         get_settings(), args.end_date or None, args.window_days, args.model_type or None, params, trigger=trigger
@@ -131,7 +138,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_load_settings(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from airloop.airflow_settings import load_settings
+    from airloop_tools.airflow_settings import load_settings
 
     progress = (lambda _: None) if args.json else print
     try:
@@ -174,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", help="estimator (default: AIRLOOP_MODEL_TYPE, else the task's default)")
     p.add_argument("--hyperparameters", help="estimator keyword arguments as JSON, e.g. '{\"C\": 0.5}'")
     p.add_argument("--reason", default="manual", help="why this run trains (recorded in MLflow)")
+    p.add_argument("--trigger", default="manual", choices=["manual", "bootstrap", "retrain"], help="what started it")
+    p.add_argument("--causes", help="comma-separated: bootstrap, drift, performance (recorded in MLflow)")
     p.add_argument("--trigger-ds", help="the day whose check triggered this run (recorded in MLflow)")
     p.add_argument("--airflow-run-id", help="the Airflow run that asked for it (recorded in MLflow)")
 

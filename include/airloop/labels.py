@@ -1,0 +1,56 @@
+"""Labels: the label feed, as it arrives.
+
+Outcomes are known only some days after the rows they label. They land as CSV files under
+``landing/labels/ds=<arrival day>/`` (``lake.label_landing``) with the columns entity, timestamp and
+label of the dataset spec; each arrival day is copied into the lake's labels zone, keyed by that
+arrival day, with ``label_ds`` (the day the label is about) added. Readers ask for what had arrived by
+a given day, so nothing downstream sees a label before it arrived.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from airloop import lake
+from airloop.config import Settings
+from airloop.storage import write_parquet
+
+LABEL_DAY = "label_ds"  # the day a label is about (its timestamp's date)
+
+
+def collect_labels(settings: Settings, ds: str) -> dict:
+    """Copy the label files that arrived on or before ``ds`` into the labels zone (one Parquet per
+    arrival day, atomic, idempotent; the day ``ds`` itself is re-read, earlier days only once)."""
+    spec = settings.spec
+    written = []
+    for arrival in lake.label_arrivals(settings):
+        if arrival > ds:
+            continue
+        target = lake.data_file(settings, lake.LABELS, arrival)
+        files = sorted(lake.label_landing(settings, arrival).glob("*.csv"))
+        if (target.exists() and arrival != ds) or not files:
+            continue
+        frames = []
+        for f in files:
+            df = pd.read_csv(f, dtype={spec.entity: str} if spec.entity_dtype == "string" else None)
+            missing = [c for c in (spec.entity, spec.timestamp, spec.label) if c not in df]
+            if missing:
+                raise ValueError(
+                    f"label file {f} lacks columns {missing}; expected {spec.entity}, {spec.timestamp}, {spec.label}"
+                )
+            frames.append(df[[spec.entity, spec.timestamp, spec.label]])
+        labels = pd.concat(frames, ignore_index=True).drop_duplicates([spec.entity, spec.timestamp], keep="last")
+        labels[spec.timestamp] = pd.to_datetime(labels[spec.timestamp], utc=True, format="ISO8601")
+        labels[LABEL_DAY] = labels[spec.timestamp].dt.strftime("%Y-%m-%d")
+        write_parquet(labels.reset_index(drop=True), target)
+        written.append(arrival)
+    return {"ds": ds, "written": written, "arrivals": lake.dates(settings, lake.LABELS, end=ds)}
+
+
+def arrived_labels(settings: Settings, ds: str) -> pd.DataFrame:
+    """All labels that arrived on or before ``ds``; column ``label_ds`` is the day they label."""
+    spec = settings.spec
+    arrivals = lake.dates(settings, lake.LABELS, end=ds)
+    if not arrivals:
+        return pd.DataFrame(columns=[spec.entity, spec.timestamp, spec.label, LABEL_DAY])
+    return lake.read(settings, lake.LABELS, arrivals)
