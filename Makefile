@@ -21,7 +21,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast test-production lint bench settings airflow mlflow-ui status clean
+.PHONY: install demo run test test-fast test-production lint bench settings airflow mlflow-ui status clean
 
 install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
 
@@ -33,11 +33,12 @@ $(VENV)/.installed: pyproject.toml uv.lock
 $(ROOT)/.airloop-passwords.json:
 	@echo '{"admin": "admin"}' > $@
 
-demo: install $(ROOT)/.airloop-passwords.json  ## fresh state, 14 simulated days through the real DAGs, summary JSON
-	@rm -rf "$(AIRLOOP_HOME)" && mkdir -p "$(AIRFLOW_HOME)"
-	@echo "Initialising Airflow metadata DB (SQLite) in $(AIRFLOW_HOME) ..."
-	@airflow db migrate >/dev/null
-	@python -m airloop_tools.runner $(DEMO_ARGS)
+demo: install $(ROOT)/.airloop-passwords.json  ## a fresh demo home, 14 simulated days through the real DAGs, summary JSON
+	@airloop demo $(DEMO_ARGS)
+
+run: install $(ROOT)/.airloop-passwords.json  ## your landing days FROM..TO through the real DAGs (resumable)
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make run FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	@airloop run --from $(FROM) --to $(TO) $(RUN_ARGS)
 
 test: install  ## lint + layer contracts + the full test suite, slow end-to-end tests included (CI runs exactly this)
 	@ruff check . && ruff format --check --quiet . && lint-imports --no-cache >/dev/null

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
         out = subprocess.run(
-            [sys.executable, "-m", "airloop_tools.runner", "--days", str(args.days)],
+            [str(Path(sys.executable).with_name("airloop")), "demo", "--days", str(args.days)],
             env=env,
             capture_output=True,
             text=True,

@@ -10,7 +10,7 @@ Runs nightly for the day that just ended (its data interval).
    with `REASON.txt` and the task fails without retries, so nothing downstream runs; failed
    `warning` expectations are logged and passed on. Release a fixed batch with `airloop_release`;
 3. **materialize** the day's features into the Feast online store;
-4. **score** the day's customers with `models:/airloop_churn@champion` (skipped until a champion exists):
+4. **score** the day's entities with `models:/<model>@champion` (skipped until a champion exists):
    `plan_scoring` fixes the model version and splits the day into shards of `AIRLOOP_SCORE_SHARD_ROWS`
    rows, `score_shard` is mapped over them (in parallel on every worker), and `score` publishes the
    shards as the day's predictions at once.

@@ -51,7 +51,7 @@ def airloop_rollback():
 
         send_event(
             "rollback",
-            f"{settings.model_name} rolled back to version {record['to_version']} (was {record['from_version']})",
+            f"{settings.registered_model} rolled back to version {record['to_version']} (was {record['from_version']})",
             f"By {record['by']} at {record['at']}.\nReason: {record['reason']}",
         )
         return record

@@ -116,9 +116,8 @@ def airloop_train():
         if decision["decision"] in ("promoted", "forced"):
             from airloop_alerts import send_event
 
-            subject = (
-                f"{settings.model_name} version {decision['version']} is the new champion ({decision['decision']})"
-            )
+            model, version = settings.registered_model, decision["version"]
+            subject = f"{model} version {version} is the new champion ({decision['decision']})"
             send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 

@@ -25,6 +25,7 @@ RECIPIENTS_VARIABLE = "airloop_alert_emails"
 DEFAULT_FROM = "airloop@localhost"
 
 log = logging.getLogger(__name__)
+_UNCONFIGURED_SAID: list[str] = []
 
 
 def recipients(kind: str) -> list[str]:
@@ -45,7 +46,9 @@ def send_event(kind: str, subject: str, body: str, link: str | None = None, cont
     try:
         to = recipients(kind)
         if not to:
-            log.warning("airloop alert (%s) not emailed: set the Variable %s", kind, RECIPIENTS_VARIABLE)
+            if not _UNCONFIGURED_SAID:  # said once per process (per `airloop run`, per task in a deployment)
+                log.warning("airloop alerts are not emailed: set the Variable %s", RECIPIENTS_VARIABLE)
+                _UNCONFIGURED_SAID.append(kind)
             return False
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 

@@ -128,6 +128,8 @@ def score_day(materialized: Any) -> Any:
         from airloop.score import publish_scores
 
         settings = get_settings()
-        return publish_scores(settings, list(shards), s3_client_kwargs(settings.s3_conn_id))
+        # by index up to the count: iterating the lazy sequence probes one past its end (an [error] log line)
+        parts = [shards[i] for i in range(len(shards))]
+        return publish_scores(settings, parts, s3_client_kwargs(settings.s3_conn_id))
 
     return score(score_shard.expand(shard=plan_scoring(materialized)))

@@ -118,7 +118,7 @@ def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     assert log[RETRAIN_DAY]["airloop_train"][0]["state"] == "success"
     # the retrain went through the gate, which compared it with the champion it would replace on the
     # same recent rows; the champion alias follows its decision
-    mv = client(settings).get_model_version(settings.model_name, retrains[0]["version"])
+    mv = client(settings).get_model_version(settings.registered_model, retrains[0]["version"])
     results = {r["ds"]: r for r in history(settings)}  # the monitor's own records (status shows a summary)
     previous = results[RETRAIN_DAY]["champion_version"]
     assert mv.tags["airloop.gate.champion_version"] == previous

@@ -92,7 +92,7 @@ def test_reports_numbers_and_mlflow_metrics_are_persisted(concept):
     (run,) = c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.monitor_ds` = '{CAUGHT_DAY}'")
     assert run.data.metrics["performance"] == pytest.approx(caught["performance"])
     assert run.data.tags["airloop.model_version"] == caught["champion_version"]
-    mv = c.get_model_version(settings.model_name, caught["champion_version"])
+    mv = c.get_model_version(settings.registered_model, caught["champion_version"])
     assert mv.tags["airloop.monitor.last_ds"] >= CAUGHT_DAY
 
 

@@ -166,7 +166,7 @@ def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, set
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
     # the registry is in PostgreSQL, the model files in the S3 bucket behind the server's artifact proxy
-    assert (settings.model_name,) in query(MLFLOW_DB, "SELECT name FROM registered_models")
+    assert (settings.registered_model,) in query(MLFLOW_DB, "SELECT name FROM registered_models")
     keys = [
         o["Key"]
         for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=MLFLOW_BUCKET)
@@ -257,7 +257,7 @@ def test_mlflow_server_down_during_training_retries_then_fails_clearly(lifecycle
     from airloop.registry import client, version_by_alias
 
     champion_before = version_by_alias(settings, "champion").version
-    versions_before = len(client(settings).search_model_versions(f"name='{settings.model_name}'"))
+    versions_before = len(client(settings).search_model_versions(f"name='{settings.registered_model}'"))
     mlflow = topology.processes["mlflow"]
     mlflow.stop()
     try:
@@ -278,7 +278,7 @@ def test_mlflow_server_down_during_training_retries_then_fails_clearly(lifecycle
     c = client(settings)
     exp = c.get_experiment_by_name(settings.experiment_name)
     assert c.search_runs([exp.experiment_id], filter_string=f"tags.`airloop.airflow_run_id` = '{run_id}'") == []
-    assert len(c.search_model_versions(f"name='{settings.model_name}'")) == versions_before
+    assert len(c.search_model_versions(f"name='{settings.registered_model}'")) == versions_before
     assert version_by_alias(settings, "champion").version == champion_before
 
 
@@ -360,7 +360,7 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topolo
     finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in runs]
     run_ids = {r.info.run_id for r in runs}
-    versions = [v for v in c.search_model_versions(f"name='{settings.model_name}'") if v.run_id in run_ids]
+    versions = [v for v in c.search_model_versions(f"name='{settings.registered_model}'") if v.run_id in run_ids]
     assert [v.run_id for v in versions] == finished
     assert versions[0].tags["airloop.gate.decision"] == "refused"
     assert version_by_alias(settings, "champion").version == champion_before

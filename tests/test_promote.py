@@ -166,7 +166,7 @@ def test_first_model_below_the_floor_is_refused_and_can_only_be_forced_with_a_re
     assert out["after_v1"]["champion"] == v1
     from airloop.registry import client
 
-    tags = client(s).get_model_version(s.model_name, v1).tags
+    tags = client(s).get_model_version(s.registered_model, v1).tags
     assert tags["airloop.gate.decision"] == "forced" and tags["airloop.gate.decided_by"] == "tester"
 
 
@@ -207,7 +207,7 @@ def test_decision_evidence_and_model_card_are_recorded_on_the_version(models):
     s, out = models
     _, v2, _ = out["versions"]
     c = client(s)
-    mv = c.get_model_version(s.model_name, v2)
+    mv = c.get_model_version(s.registered_model, v2)
     assert mv.tags["airloop.gate.decision"] == "promoted"
     assert float(mv.tags["airloop.gate.ci_low"]) > 0 and mv.tags["airloop.model_card"].endswith("model_card.html")
     local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"gate/decision_v{v2}.json")
@@ -277,7 +277,7 @@ def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
     assert set(pd.read_parquet(lake.data_file(s, "predictions", DAY[9]))["model_version"]) == {v1}
     from airloop.registry import client
 
-    tags = client(s).get_model_version(s.model_name, v1).tags
+    tags = client(s).get_model_version(s.registered_model, v1).tags
     assert tags["airloop.rollback.by"] == "oncall" and tags["airloop.rollback.reason"] == "v2 misbehaves in production"
     # the CLI rolls forward again (a rollback of the rollback)
     assert main(["rollback", "--reason", "fixed upstream", "--json"]) == 0

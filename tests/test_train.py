@@ -57,13 +57,13 @@ def test_run_logs_lineage_metrics_plots_and_tags(prepared):
     assert plots == {
         f"plots/{n}.png" for n in ("roc_curve", "pr_curve", "calibration", "confusion_matrix", "feature_importance")
     }
-    mv = c.get_model_version(s.model_name, out["version"])
+    mv = c.get_model_version(s.registered_model, out["version"])
     assert mv.tags["airloop.run_id"] == out["run_id"]
     assert mv.tags["airloop.train_window"] == f"2026-01-01..{END}"
     assert mv.tags["airloop.raw_partitions"].split(",")[0].endswith("raw/ds=2026-01-01")
     from mlflow.models import get_model_info
 
-    info = get_model_info(f"models:/{s.model_name}/{out['version']}")
+    info = get_model_info(f"models:/{s.registered_model}/{out['version']}")
     assert [c["name"] for c in info.signature.inputs.to_dict()] == s.spec.model_features
 
 
@@ -100,7 +100,7 @@ def test_the_containerised_tasks_command_trains_like_the_task(prepared, monkeypa
         END,
         "retrain__x",
     )
-    assert str(c.get_model_version_by_alias(prepared.model_name, "challenger").version) == str(result["version"])
+    assert str(c.get_model_version_by_alias(prepared.registered_model, "challenger").version) == str(result["version"])
 
 
 def test_hyperparameters_are_applied_and_unknown_ones_refused(prepared):

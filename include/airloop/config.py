@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from airloop import lake
@@ -20,80 +20,162 @@ PROJECT_DIR = PACKAGE_DIR.parents[1]
 ENV_PREFIX = "AIRLOOP_"
 
 
+def default_home() -> Path:
+    """``.airloop/`` in the project checkout (what ``make`` uses too), else ``~/.airloop`` for an installed package."""
+    return PROJECT_DIR / ".airloop" if (PROJECT_DIR / "pyproject.toml").exists() else Path.home() / ".airloop"
+
+
 class Settings(BaseSettings):
-    """Where data lives, which services to use, and the pipeline's rules."""
+    """Where data lives, which services to use, and the pipeline's rules. Each field is the environment
+    variable ``AIRLOOP_<NAME>``; its docstring is the README's settings table (``airloop settings``)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, use_attribute_docstrings=True)
 
-    home: Path = Path.home() / ".airloop"
+    # --- where things are
+    home: Path = Field(default_factory=default_home)
+    """State folder: landing, lake, MLflow, Feast, GX, monitoring (default: `.airloop/` in the project checkout)."""
     spec_path: Path = PACKAGE_DIR / "dataset.yaml"
+    """The dataset spec (see docs/spec.md); `airloop init` drafts one from a sample file."""
+    suite_dir: Path | None = None
+    """Folder of the expectation suite `<spec name>.json` (default: `expectations/` next to the spec)."""
     feature_repo: Path = PROJECT_DIR / "feature_repo"
-    suite_dir: Path = PACKAGE_DIR / "expectations"
+    """The Feast repo (`feature_store.yaml`, `definitions.py`)."""
 
-    # sources: the landing folder, or S3 (bucket/prefix per date; credentials and endpoint from the
-    # standard AWS_* environment or the Airflow connection named by s3_conn_id)
+    # --- sources and sinks
     source: Literal["local", "s3"] = "local"
+    """Where daily batches come from: the landing folder or S3."""
     s3_bucket: str = "airloop-landing"
+    """S3 bucket of the landing batches (credentials: the `airloop_s3` connection or boto3's environment)."""
     s3_prefix: str = lake.S3_LANDING_PREFIX
+    """Key prefix of a day's landing objects; `{ds}` is the date."""
     s3_conn_id: str = "airloop_s3"
-    # published outputs (predictions) are also uploaded here when set, e.g. for a warehouse to load
+    """Airflow connection with S3 credentials and endpoint."""
     s3_output_bucket: str | None = None
+    """When set, each day's predictions are also uploaded here (e.g. for a warehouse to load)."""
     s3_output_prefix: str = lake.S3_OUTPUT_PREFIX
+    """Key prefix of uploaded outputs; `{zone}` and `{ds}` are filled in."""
 
-    # services
-    mlflow_tracking_uri: str | None = None  # default: SQLite under home
-    model_name: str = "airloop_churn"
+    # --- services
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking and registry URI (default: SQLite under `home`)."""
+    model_name: str | None = None
+    """Registered model name (default: `airloop_<spec name>`)."""
     experiment_name: str = "airloop"
+    """MLflow experiment of the training runs (monitoring logs to `<name>_monitoring`)."""
     online_store: Literal["sqlite", "redis"] = "sqlite"
+    """Feast online store."""
     redis_connection: str = "localhost:6379"
+    """Redis online store connection string (Feast format, e.g. `host:6379,db=1,password=...`)."""
 
-    # simulator
+    # --- the simulator (make demo, airloop simulate)
     seed: int = 7
+    """Seed of the simulator, the split of samples and the estimators."""
     customers: int = 3000
+    """Simulated entities."""
     rows_per_day: int = 600
+    """Simulated rows per day."""
+    label_delay_days: int = 1
+    """The simulator delivers the labels of day D on day D + this."""
 
-    # training
-    model_type: str | None = None  # default per task: logistic_regression | ridge
+    # --- training
+    model_type: str | None = None
+    """Estimator: `logistic_regression` or `hist_gradient_boosting` (classification), `ridge` or
+    `hist_gradient_boosting` (regression); default the first."""
     train_window_days: int = 30
-    holdout_days: int = 2  # the most recent days, frozen for the promotion gate
-    validation_days: int = 1  # the days before the holdout, for model selection
+    """Days in a training window (validated days only; quarantined days are left out)."""
+    holdout_days: int = 2
+    """The most recent days of the window, frozen as the promotion gate's holdout."""
+    validation_days: int = 1
+    """The days before the holdout, for the validation metrics and plots."""
     min_train_days: int = 4
+    """Validated days a window needs before anything trains (must exceed holdout + validation days)."""
     feature_ttl_days: int = 30
-    skew_sample: int = 50  # entities compared online vs offline at each scoring run (0: off)
+    """Feast TTL: an older feature value counts as missing."""
+    skew_sample: int = 50
+    """Entities compared online vs offline at each scoring run (0: off)."""
 
-    # promotion gate
-    primary_metric: str | None = None  # higher is better; default per task: roc_auc | r2
-    promotion_floor: float | None = None  # default per task: 0.6 (roc_auc) | 0.0 (r2)
-    promotion_tolerance: float = 0.01  # non-inferiority margin: CI lower bound of (new - old) >= -tolerance
-    gate_rules: list[str] = list(RULES)  # the promotion gate's rules (airloop.gate), all by default
-    gate_min_rows: int = 500  # fewer evaluation rows: refuse rather than guess
+    # --- the promotion gate
+    primary_metric: str | None = None
+    """The gate's metric, higher is better (default: `roc_auc` for classification, `r2` for regression)."""
+    promotion_floor: float | None = None
+    """Minimum of the primary metric (default: 0.6 for roc_auc, 0.0 for r2)."""
+    promotion_tolerance: float = 0.01
+    """Non-inferiority margin: the CI's lower bound of (challenger − champion) must be at least −this."""
+    gate_rules: list[str] = list(RULES)
+    """The enforced rules, as a JSON list (see `airloop.gate`): floor, min_rows, non_inferiority, slices,
+    budget, validation."""
+    gate_min_rows: int = 500
+    """Fewest evaluation rows the gate judges on (fewer: refuse rather than guess); lower it for small data."""
     gate_min_slice_rows: int = 50
+    """Fewest rows a slice of the spec needs."""
     gate_confidence: float = 0.95
-    gate_bootstrap: int = 1000  # paired bootstrap resamples
-    gate_recent_days: int = 7  # labelled validated days after the training window joined to the holdout
+    """Confidence of the paired-bootstrap interval."""
+    gate_bootstrap: int = 1000
+    """Paired bootstrap resamples."""
+    gate_recent_days: int = 7
+    """Labelled validated days after the training window added to the holdout."""
     gate_max_model_mb: float = 50.0
-    gate_max_latency_ms: float = 50.0  # median single-row predict
-    shadow_scoring: bool = False  # also score with the challenger, into predictions_shadow/
-    # rows per scoring shard: the daily DAG maps one task per shard, so a large day is scored on all workers
+    """Model size budget."""
+    gate_max_latency_ms: float = 50.0
+    """Median single-row predict latency budget."""
+    backfill_promotes: bool = False
+    """Let training runs of an Airflow backfill promote (a history load that should produce a champion)."""
+    shadow_scoring: bool = False
+    """Also score with the challenger, into `predictions_shadow/` (evidence for the gate)."""
     score_shard_rows: int = 1_000_000
+    """Rows per scoring shard: the daily DAG maps one task per shard."""
+    chunk_rows: int = 250_000
+    """Rows per chunk when ingesting, validating and scoring a day (memory stays flat)."""
 
-    # monitoring
+    # --- monitoring
     drift_current_days: int = 3
+    """Most recent validated days the drift check compares with the reference."""
     drift_share_threshold: float = 0.3
+    """Share of drifted columns at which Evidently flags dataset drift."""
     retrain_cooldown_days: int = 3
+    """Days after a retrain in which no drift triggers another."""
+    drift_num_method: str | None = None
+    """Evidently stat test for numeric columns (ks, wasserstein, psi, ...; default: by sample size)."""
+    drift_cat_method: str | None = None
+    """Evidently stat test for categorical columns (chisquare, jensenshannon, psi, ...)."""
+    drift_num_threshold: float | None = None
+    """Threshold of the numeric test (default: Evidently's)."""
+    drift_cat_threshold: float | None = None
+    """Threshold of the categorical test (default: Evidently's)."""
+    drift_column_methods: dict[str, str] = {}
+    """Per-column stat test, as JSON, e.g. `{"plan": "psi"}`."""
+    drift_persist_checks: int = 2
+    """Consecutive checks drift must hold before a retrain."""
+    drift_sample_rows: int = 100_000
+    """Rows per side the drift reports read (a seeded sample above it; 0: all)."""
+    performance_floor: float | None = None
+    """Retrain when the champion's metric on labelled days is below this (default: the promotion floor)."""
+    performance_window_days: int = 2
+    """Most recent labelled, scored days the performance check reads."""
+    min_new_labels: int = 200
+    """Labelled rows after the last training window needed before a retrain."""
 
-    # orchestration (read where the DAGs are parsed): schedules, retries, the earliest logical date
-    nightly_cron: str = "0 0 * * *"  # the daily chain; its interval is the calendar day of the batch
-    monitor_cron: str = "0 3 * * *"  # the monitor, after the daily chain has scored the same day
+    # --- orchestration (read where the DAGs are parsed)
+    nightly_cron: str = "0 0 * * *"
+    """Schedule of the daily chain; each run processes the interval (calendar day) that just ended."""
+    monitor_cron: str = "0 3 * * *"
+    """Schedule of the monitor, after the daily chain has scored the same day."""
     timezone: str = "UTC"
-    task_retries: int = 2  # per task, exponential backoff from 30 s
-    start_date: date = date(2000, 1, 1)  # the DAGs accept logical dates from this day on (history loads)
+    """Time zone of both schedules."""
+    task_retries: int = 2
+    """Retries per task (exponential backoff from 30 s; a quarantined batch is never retried)."""
+    start_date: date = date(2000, 1, 1)
+    """Earliest logical date the DAGs accept (history of any year; catchup stays off)."""
 
-    # optional containerised training (plugins/airloop_container.py); unset image: train in the worker
+    # --- optional containerised training (plugins/airloop_container.py)
     container_image: str | None = None
-    container_data_volume: str = "airloop-data"  # named volume or absolute host path holding ``home``
+    """When set, `airloop_train` trains in a container of this image (DockerOperator)."""
+    container_data_volume: str = "airloop-data"
+    """Named volume or absolute host path holding `home`, mounted at the same path."""
     container_network: str | None = None
+    """Docker network from which MLflow, Redis and S3 are reachable (default: the bridge)."""
     container_user: str = "50000:0"
+    """User the container runs as (the Dockerfile's)."""
 
     @model_validator(mode="after")
     def _check_split(self) -> Settings:
@@ -152,8 +234,13 @@ class Settings(BaseSettings):
 
     @property
     def suite_path(self) -> Path:
-        """The reviewable expectation suite file (generated part + hand-written additions)."""
-        return self.suite_dir / f"{self.spec.name}.json"
+        """The reviewable expectation suite file (generated part + hand-written additions), next to the spec."""
+        return (self.suite_dir or self.spec_path.parent / "expectations") / f"{self.spec.name}.json"
+
+    @property
+    def registered_model(self) -> str:
+        """The registered model's name in MLflow."""
+        return self.model_name or f"airloop_{self.spec.name}"
 
     @property
     def data_docs_dir(self) -> Path:
@@ -193,21 +280,6 @@ class Settings(BaseSettings):
             return None
         return (self.home / "mlflow" / "artifacts").as_uri()
 
-    # monitoring policy and Evidently's drift tests (issue 6). Methods are Evidently stat-test names
-    # (ks, wasserstein, psi, chisquare, jensenshannon, ...); None keeps Evidently's choice by sample size.
-    drift_num_method: str | None = None
-    drift_cat_method: str | None = None
-    drift_num_threshold: float | None = None
-    drift_cat_threshold: float | None = None
-    drift_column_methods: dict[str, str] = {}  # per-column override, e.g. {"plan": "psi"}
-    drift_persist_checks: int = 2  # drift must hold in this many consecutive checks before a retrain
-    performance_floor: float | None = None  # retrain when the champion's metric on labelled days is below
-    performance_window_days: int = 2  # the most recent labelled, scored days the performance check reads
-    min_new_labels: int = 200  # labelled rows after the last training window needed before a retrain
-    label_delay_days: int = 1  # the simulator delivers the labels of day D on day D + this
-    drift_sample_rows: int = 100_000  # rows per side the drift reports read (a seeded sample above it; 0: all)
-    chunk_rows: int = 250_000  # rows per chunk when ingesting, validating and scoring a day (memory stays flat)
-
     @property
     def monitor_floor(self) -> float:
         """The champion's performance floor on labelled days (default: the promotion floor)."""
@@ -225,6 +297,21 @@ class Settings(BaseSettings):
             f"{ENV_PREFIX}{name.upper()}": str(value) if isinstance(value, plain) else json.dumps(value)
             for name, value in values.items()
         }
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (variable, default, meaning): the README's settings section."""
+    import json
+
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=False) if field.default_factory is None else None
+        if isinstance(default, Path):
+            default = default.relative_to(PROJECT_DIR) if default.is_relative_to(PROJECT_DIR) else default
+        shown = "—" if default is None else f"`{json.dumps(default) if isinstance(default, list | dict) else default}`"
+        meaning = " ".join((field.description or "").split()).replace("|", "/")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(rows)
 
 
 def get_settings() -> Settings:

@@ -214,9 +214,14 @@ def materialize_features(settings: Settings, ds: str) -> dict:
 def training_frame(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time-correct join of the feature service onto ``labels``
     (entity, timestamp, label): each row gets the feature values as of its timestamp."""
+    from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL as EVENT_TIME
+
     store = get_store(settings)
     service = store.get_feature_service(settings.spec.feature_service_name)
-    return store.get_historical_features(entity_df=labels, features=service).to_df()
+    # the entity frame's time column under Feast's own name, so Feast need not guess it (and print that it did)
+    renamed = labels.rename(columns={settings.spec.timestamp: EVENT_TIME})
+    rows = store.get_historical_features(entity_df=renamed, features=service).to_df()
+    return rows.rename(columns={EVENT_TIME: settings.spec.timestamp})
 
 
 def online_features(settings: Settings, entity_ids: list[Any]) -> pd.DataFrame:

@@ -82,10 +82,15 @@ def coerce(
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
         notes.append(f"columns missing: {missing}")
-    casts = {spec.entity: "int", spec.label: "int" if spec.task == "binary_classification" else "float"}
+    casts = {spec.label: "int" if spec.task == "binary_classification" else "float"}
     casts.update({f.name: f.dtype for f in spec.features if f.dtype != "category"})
     casts[spec.timestamp] = "an ISO 8601 timestamp"
-    for col in [*(f.name for f in spec.features if f.dtype == "category"), *extra, *text]:
+    strings = [f.name for f in spec.features if f.dtype == "category"]
+    if spec.entity_dtype == "string":
+        strings.append(spec.entity)
+    else:
+        casts[spec.entity] = "int"
+    for col in [*strings, *extra, *text]:
         if col in df:
             df[col] = df[col].astype("string[pyarrow]")
     for col, dtype in casts.items():
@@ -120,7 +125,8 @@ def _fit(plan: dict[str, Any], chunk: pd.DataFrame, spec: DatasetSpec) -> tuple[
     plan["columns"] += new
     chunk = chunk.reindex(columns=plan["columns"])
     out, notes = coerce(chunk, spec, frozenset(plan["text"]), frozenset(plan["nullable"]))
-    casts = {spec.entity, spec.timestamp, spec.label, *(f.name for f in spec.features if f.dtype != "category")}
+    casts = {spec.timestamp, spec.label, *(f.name for f in spec.features if f.dtype != "category")}
+    casts |= {spec.entity} if spec.entity_dtype == "int" else set()
     text = {c for c in casts if c in out and out[c].dtype == "string"} - plan["text"]
     nullable = {c for c in out if str(out[c].dtype) == "Int64"} - plan["nullable"]
     plan["text"] |= text

@@ -29,7 +29,7 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
     """The card's title and sections (paragraphs and tables), built from the registry and the lake."""
     spec = settings.spec
     c = client(settings)
-    mv = c.get_model_version(settings.model_name, version)
+    mv = c.get_model_version(settings.registered_model, version)
     run = c.get_run(mv.run_id)
     p, measured = run.data.params, run.data.metrics
     start, end = m.train_window(run)
@@ -95,12 +95,12 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
     )
     validation = pd.DataFrame([{"day": d, "status": s} for d, s in evidence["training_validation"].items()])
     hyper = {k.removeprefix(m.HYPERPARAMETER_PREFIX): v for k, v in p.items() if k.startswith(m.HYPERPARAMETER_PREFIX)}
-    title = f"Model card: {settings.model_name} version {version}"
+    title = f"Model card: {settings.registered_model} version {version}"
     sections: list[Section] = [
         (
             "Model",
             [
-                f"`models:/{settings.model_name}/{version}` — {p[m.PARAM_MODEL_TYPE]} "
+                f"`models:/{settings.registered_model}/{version}` — {p[m.PARAM_MODEL_TYPE]} "
                 f"({'hyperparameters ' + str(hyper) if hyper else 'default hyperparameters'}), "
                 f"task {spec.task} on dataset `{spec.name}`, feature service `{p[m.PARAM_FEATURE_SERVICE]}`.",
                 f"Training run `{run.info.run_id}`, git commit `{run.data.tags.get(m.TAG_GIT_COMMIT, 'unknown')}`, "
@@ -176,10 +176,10 @@ def render_html(title: str, sections: list[Section]) -> str:
 def write_model_card(settings: Settings, version: str, evidence: dict[str, Any]) -> str:
     """Log ``model_card/model_card.md`` and ``.html`` on the version's run; return the artifact URI."""
     c = client(settings)
-    mv = c.get_model_version(settings.model_name, version)
+    mv = c.get_model_version(settings.registered_model, version)
     title, sections = card_sections(settings, version, evidence)
     c.log_text(mv.run_id, render_markdown(title, sections), "model_card/model_card.md")
     c.log_text(mv.run_id, render_html(title, sections), "model_card/model_card.html")
     uri = f"runs:/{mv.run_id}/model_card/model_card.html"
-    c.set_model_version_tag(settings.model_name, version, m.TAG_MODEL_CARD, uri)
+    c.set_model_version_tag(settings.registered_model, version, m.TAG_MODEL_CARD, uri)
     return uri

@@ -218,7 +218,7 @@ def log_to_mlflow(settings: Settings, champ: Any, result: dict) -> str:
     version = str(champ.version)
     tags = {
         "airloop.monitor_ds": ds,
-        "airloop.model_name": settings.model_name,
+        "airloop.model_name": settings.registered_model,
         "airloop.model_version": version,
         "airloop.action": result["action"],
         "airloop.reason": result["reason"][:5000],
@@ -237,5 +237,5 @@ def log_to_mlflow(settings: Settings, champ: Any, result: dict) -> str:
         if k in metrics:
             mv_tags[f"airloop.monitor.{k}"] = f"{metrics[k]:.6f}"
     for k, v in mv_tags.items():
-        c.set_model_version_tag(settings.model_name, version, k, v)
+        c.set_model_version_tag(settings.registered_model, version, k, v)
     return run.info.run_id

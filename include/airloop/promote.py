@@ -141,7 +141,7 @@ def evaluate_gate(
         raise ValueError("a forced promotion needs a reason (who asked and why)")
     actor = actor or getpass.getuser()
     c = client(settings)
-    mv = c.get_model_version(settings.model_name, version)
+    mv = c.get_model_version(settings.registered_model, version)
     run = c.get_run(mv.run_id)
     rows, days = evaluation_set(settings, run)
     X, y = rows[spec.model_features], rows[spec.label].to_numpy()
@@ -273,7 +273,7 @@ def _record(settings: Settings, c: Any, mv: Any, evidence: dict[str, Any]) -> No
         tags["airloop.gate.ci_low"] = f"{evidence['comparison']['ci_low']:.6f}"
         tags["airloop.gate.ci_high"] = f"{evidence['comparison']['ci_high']:.6f}"
     for k, v in tags.items():
-        c.set_model_version_tag(settings.model_name, version, k, v)
+        c.set_model_version_tag(settings.registered_model, version, k, v)
     c.log_dict(mv.run_id, evidence, f"gate/decision_v{version}.json")
     c.log_text(mv.run_id, explain_decision(evidence), f"gate/decision_v{version}.txt")
 
@@ -281,11 +281,11 @@ def _record(settings: Settings, c: Any, mv: Any, evidence: dict[str, Any]) -> No
 def _move_champion(settings: Settings, c: Any, new: str, old: str | None) -> None:
     # each alias update is one registry write: a reader sees the old or the new champion, never none
     if old is not None and old != new:
-        c.set_registered_model_alias(settings.model_name, PREVIOUS, old)
-    c.set_registered_model_alias(settings.model_name, CHAMPION, new)
+        c.set_registered_model_alias(settings.registered_model, PREVIOUS, old)
+    c.set_registered_model_alias(settings.registered_model, CHAMPION, new)
     challenger = version_by_alias(settings, CHALLENGER)
     if challenger is not None and str(challenger.version) == new:
-        c.delete_registered_model_alias(settings.model_name, CHALLENGER)
+        c.delete_registered_model_alias(settings.registered_model, CHALLENGER)
 
 
 def rollback(settings: Settings, reason: str, to_version: str | None = None, actor: str | None = None) -> dict:
@@ -299,24 +299,24 @@ def rollback(settings: Settings, reason: str, to_version: str | None = None, act
     if to_version is None:
         previous = version_by_alias(settings, PREVIOUS)
         if previous is None:
-            raise ValueError(f"no '{PREVIOUS}' version of {settings.model_name} to roll back to; name a version")
+            raise ValueError(f"no '{PREVIOUS}' version of {settings.registered_model} to roll back to; name a version")
         to_version = str(previous.version)
     to_version = str(to_version)
     from mlflow.exceptions import MlflowException
 
     try:
-        target = c.get_model_version(settings.model_name, to_version)
+        target = c.get_model_version(settings.registered_model, to_version)
     except MlflowException as exc:
-        raise ValueError(f"{settings.model_name} has no version {to_version}") from exc
+        raise ValueError(f"{settings.registered_model} has no version {to_version}") from exc
     if current is not None and str(current.version) == to_version:
         raise ValueError(f"version {to_version} already is the champion")
     now = datetime.now(UTC).isoformat(timespec="seconds")
     old = str(current.version) if current is not None else None
     record = {"to_version": to_version, "from_version": old, "reason": reason.strip(), "by": actor, "at": now}
     for k in ("from_version", "reason", "by", "at"):
-        c.set_model_version_tag(settings.model_name, to_version, f"airloop.rollback.{k}", str(record[k]))
+        c.set_model_version_tag(settings.registered_model, to_version, f"airloop.rollback.{k}", str(record[k]))
     if old is not None:
-        c.set_model_version_tag(settings.model_name, old, "airloop.rolled_back", f"{now} by {actor}: {reason}")
+        c.set_model_version_tag(settings.registered_model, old, "airloop.rolled_back", f"{now} by {actor}: {reason}")
     c.log_dict(target.run_id, record, f"gate/rollback_{now.replace(':', '')}.json")
     _move_champion(settings, c, to_version, old)
     return record

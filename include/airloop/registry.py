@@ -37,7 +37,7 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
 
     c = client(settings)
     try:
-        return c.get_model_version_by_alias(settings.model_name, alias)
+        return c.get_model_version_by_alias(settings.registered_model, alias)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -49,7 +49,7 @@ def load_model(settings: Settings, version: str) -> Any:
     import mlflow.sklearn
 
     client(settings)
-    return mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+    return mlflow.sklearn.load_model(f"models:/{settings.registered_model}/{version}")
 
 
 def training_runs(settings: Settings) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
     spec = settings.spec
     champ = version_by_alias(settings, CHAMPION)
     if champ is None:
-        raise NoChampion(f"no '{CHAMPION}' version of {settings.model_name} yet: nothing to score {ds} with")
+        raise NoChampion(f"no '{CHAMPION}' version of {settings.registered_model} yet: nothing to score {ds} with")
     src = lake.data_file(settings, lake.FEATURES, ds)
     if not src.exists():
         raise FileNotFoundError(f"no features for {ds} at {src}: materialize {ds} first")
@@ -217,7 +217,7 @@ def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any
             "ds": pa.repeat(ds, n),
             "score": pa.array(pred, pa.float64()),
             "prediction": pa.array(label),
-            "model_name": pa.repeat(settings.model_name, n),
+            "model_name": pa.repeat(settings.registered_model, n),
             "model_version": pa.repeat(mv["version"], n),
             "model_run_id": pa.repeat(mv["run_id"], n),
         }

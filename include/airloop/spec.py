@@ -69,7 +69,8 @@ class DatasetSpec(BaseModel):
     entity_dtype: Literal["int", "string"] = "int"  # the entity key's type (Feast join key INT64 or STRING)
     timestamp: str
     label: str
-    positive_label: int | None = 1
+    label_min: float | None = None  # regression: the label's allowed range (classification labels are 0/1)
+    label_max: float | None = None
     rows_per_day: RowCount = RowCount()
     features: list[Feature]
     aggregates: list[Aggregate] = []

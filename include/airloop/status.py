@@ -56,7 +56,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     return {
         "home": str(settings.home),
         "mlflow_tracking_uri": settings.tracking_uri,
-        "model_name": settings.model_name,
+        "model_name": settings.registered_model,
         "champion_version": str(aliases[CHAMPION].version) if aliases[CHAMPION] else None,
         "challenger_version": str(aliases[CHALLENGER].version) if aliases[CHALLENGER] else None,
         "previous_champion_version": str(aliases[PREVIOUS].version) if aliases[PREVIOUS] else None,

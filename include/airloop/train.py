@@ -226,7 +226,7 @@ def train_model(
             name="model",
             signature=infer_signature(example, predict(settings, pipe, example)),
             input_example=example,
-            registered_model_name=settings.model_name,
+            registered_model_name=settings.registered_model,
             pip_requirements=[
                 f"scikit-learn=={pkg_version('scikit-learn')}",
                 f"pandas=={pkg_version('pandas')}",
@@ -241,12 +241,12 @@ def train_model(
         "airloop.feature_service": spec.feature_service_name,
     }
     for key, value in lineage.items():
-        c.set_model_version_tag(settings.model_name, version, key, value)
-    c.set_registered_model_alias(settings.model_name, CHALLENGER, version)
+        c.set_model_version_tag(settings.registered_model, version, key, value)
+    c.set_registered_model_alias(settings.registered_model, CHALLENGER, version)
     return {
         "run_id": run.info.run_id,
         "version": version,
-        "model_uri": f"models:/{settings.model_name}/{version}",
+        "model_uri": f"models:/{settings.registered_model}/{version}",
         "window": [dates[0], dates[-1]],
         "holdout_rows": len(holdout),
         "metrics": split_metrics,

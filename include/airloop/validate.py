@@ -91,9 +91,14 @@ def generate_expectations(spec: DatasetSpec) -> list[Any]:
             strict_max=True,
         ),
         e(gxe.ExpectColumnValuesToNotBeNull, column=spec.label),
+        e(gxe.ExpectColumnValuesToBeInTypeList, column=spec.label, type_list=NUMERIC_TYPES),
     ]
     if spec.task == "binary_classification":
         exps.append(e(gxe.ExpectColumnValuesToBeInSet, column=spec.label, value_set=[0, 1]))
+    elif spec.label_min is not None or spec.label_max is not None:
+        exps.append(
+            e(gxe.ExpectColumnValuesToBeBetween, column=spec.label, min_value=spec.label_min, max_value=spec.label_max)
+        )
     for f in spec.features:
         exps.append(e(gxe.ExpectColumnValuesToNotBeNull, column=f.name, mostly=1.0 - f.max_missing))
         if f.warn_missing is not None and f.warn_missing < f.max_missing:
@@ -124,13 +129,19 @@ def write_suite(settings: Settings) -> Path:
     return write_json(suite, path)
 
 
-def load_suite(settings: Settings) -> Any:
-    """The suite from its file (a clear error if it was never generated)."""
-    gx = _import_gx()
+def suite_file(settings: Settings) -> Path:
+    """The suite file, generated from the spec the first time it is needed (then it is yours to review)."""
     path = settings.suite_path
     if not path.exists():
-        raise FileNotFoundError(f"no expectation suite at {path}: run `airloop suite` to generate it")
-    return gx.ExpectationSuite(**json.loads(path.read_text()))
+        write_suite(settings)
+        logging.getLogger(__name__).warning("no expectation suite at %s: generated it from the dataset spec", path)
+    return path
+
+
+def load_suite(settings: Settings) -> Any:
+    """The suite from its file."""
+    gx = _import_gx()
+    return gx.ExpectationSuite(**json.loads(suite_file(settings).read_text()))
 
 
 def interval(ds: str) -> dict[str, str]:
@@ -291,7 +302,7 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
     )
     from great_expectations.validator.validation_statistics import calc_validation_statistics
 
-    suite = json.loads(settings.suite_path.read_text())
+    suite = json.loads(suite_file(settings).read_text())
     groups: dict[str, list[int]] = {"rows": [], "schema": [], "day": []}
     keyed: dict[str, list[str]] = {}  # group of one uniqueness expectation -> its key columns
     file = pq.ParquetFile(raw)

@@ -135,6 +135,49 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from airloop_tools.runner import run_range
+
+    status = run_range(date.fromisoformat(args.from_date), date.fromisoformat(args.to_date), force=args.force)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    return 0 if all(d["airloop_daily"] == "success" for d in status["days"]) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from airloop_tools.runner import demo
+
+    demo(date.fromisoformat(args.start), args.days, args.scenario)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from airloop.draft import draft_spec
+
+    out = Path(args.out or f"{args.name}.yaml")
+    result = draft_spec(
+        Path(args.from_file), out, args.name, args.task, args.entity, args.timestamp, args.label, force=args.force
+    )
+    text = (
+        f"wrote the spec {result['spec']} and its suite {result['suite']}: review them, then\n"
+        f"  export AIRLOOP_SPEC_PATH={result['spec']}\n"
+        f"  airloop run --from {result['first_day']} --to {result['last_day']}   "
+        f"# after dropping each day's files into {result['landing']}"
+    )
+    _emit(args, result, text)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from airloop.config import settings_table
+
+    settings = get_settings()
+    _emit(args, settings.model_dump(mode="json"), settings_table())
+    return 0
+
+
 def cmd_load_settings(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -207,6 +250,33 @@ def build_parser() -> argparse.ArgumentParser:
         "Print the env vars feature_repo/feature_store.yaml needs (for the feast CLI).",
     )
 
+    p = add("run", cmd_run, "Run your landing days through the real DAGs, in order (resumable; never simulates).")
+    p.add_argument("--from", dest="from_date", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", required=True, help="last day, YYYY-MM-DD")
+    p.add_argument("--force", action="store_true", help="run days again whose monitor check is already recorded")
+
+    p = add("demo", cmd_demo, "The simulator's days through the real DAGs, in a fresh demo home (make demo).")
+    p.add_argument("--start", default="2026-01-01", help="first simulated day")
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        help="name@START[:END], repeatable (default: schema_break on day 6, covariate_shift from day 9)",
+    )
+
+    p = add("init", cmd_init, "Draft a dataset spec (and its suite) from a sample file of your data, to review.")
+    p.add_argument("--from", dest="from_file", required=True, help="a sample CSV or Parquet file, or a folder of them")
+    p.add_argument("--entity", required=True, help="the entity id column")
+    p.add_argument("--timestamp", required=True, help="the event timestamp column")
+    p.add_argument("--label", required=True, help="the label column")
+    p.add_argument("--task", required=True, choices=["binary_classification", "regression"])
+    p.add_argument("--name", required=True, help="the dataset's name (Feast objects and the model are named after it)")
+    p.add_argument("--out", help="where to write the spec (default: ./<name>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing spec file")
+
+    add("settings", cmd_settings, "Every AIRLOOP_* setting with its default and meaning (--json: current values).")
+
     p = add(
         "load-settings",
         cmd_load_settings,
@@ -221,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # user errors: one clear line, no traceback
         print(f"airloop {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
