@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from airloop.spec import DatasetSpec, load_spec
@@ -187,6 +187,26 @@ class Settings(BaseSettings):
     label_delay_days: int = 1  # the simulator delivers the labels of day D on day D + this
     drift_sample_rows: int = 100_000  # rows per side the drift reports read (a seeded sample above it; 0: all)
     chunk_rows: int = 250_000  # rows per chunk when ingesting, validating and scoring a day (memory stays flat)
+
+    # real-time scoring service (`airloop serve`, issue 19)
+    serve_host: str = "127.0.0.1"  # loopback by default; bind 0.0.0.0 only behind a proxy / in a container
+    serve_port: int = 8000
+    serve_workers: int = 1
+    serve_token: SecretStr | None = None  # bearer token POST /predict requires (AIRLOOP_SERVE_TOKEN)
+    serve_auth: bool = True  # false: no token asked (say so on purpose; the service logs a warning)
+    serve_refresh_seconds: float = 30.0  # the champion alias is re-read this often: a promotion is served within it
+    serve_store_timeout_seconds: float = 1.0  # Redis connect/read timeout of the service's online lookups
+    serve_max_entities: int = 1000  # entity ids per request
+    serve_log_flush_seconds: float = 5.0  # predictions_online/: one part file per flush
+    serve_log_max_buffer: int = 1_000_000  # predictions held while the lake is unwritable; older ones are dropped
+
+    @model_validator(mode="after")
+    def _check_serve(self) -> Settings:
+        if self.serve_refresh_seconds <= 0 or self.serve_log_flush_seconds <= 0:
+            raise ValueError("serve_refresh_seconds and serve_log_flush_seconds must be > 0")
+        if self.serve_workers < 1 or self.serve_max_entities < 1:
+            raise ValueError("serve_workers and serve_max_entities must be >= 1")
+        return self
 
     @property
     def monitor_floor(self) -> float:
