@@ -180,6 +180,81 @@ class PredictionLog:
         return written
 
 
+class _Pending:
+    __slots__ = ("served", "cols", "result", "error", "done", "event")
+
+    def __init__(self, served: ServedModel, cols: dict[str, list]) -> None:
+        self.served, self.cols, self.result, self.error = served, cols, None, None
+        self.done, self.event = False, threading.Event()
+
+
+class Batcher:
+    """Scores the rows of concurrent requests in one ``predict`` call per model (a fitted pipeline's
+    output for a row does not depend on the other rows). A small call's cost is mostly fixed (~3 ms of
+    sklearn's pandas handling for one row, about the same for ten), so under load it is paid once per
+    batch instead of once per request. Nothing waits for a timer: the first request in scores what is
+    queued; requests arriving meanwhile queue, and the first of them scores the next batch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def score(self, served: ServedModel, cols: dict[str, list]) -> np.ndarray:
+        item = _Pending(served, cols)
+        with self._lock:
+            self._queue.append(item)
+            lead, self._busy = not self._busy, True
+        if not lead:
+            item.event.wait()  # set when scored, or when it is this request's turn to lead
+        if not item.done:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            try:
+                self._run(batch)
+            finally:
+                with self._lock:
+                    if self._queue:
+                        self._queue[0].event.set()  # the next batch's leader
+                    else:
+                        self._busy = False
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _run(self, batch: list[_Pending]) -> None:
+        import pandas as pd
+        import sklearn
+
+        spec = self.settings.spec
+        by_model: dict[int, list[_Pending]] = {}
+        for item in batch:  # during a swap a batch may hold two versions: each scores with its own
+            by_model.setdefault(id(item.served.model), []).append(item)
+        for items in by_model.values():
+            try:
+                data: dict[str, Any] = {f: [v for it in items for v in it.cols[f]] for f in spec.model_features}
+                for f in spec.model_features:
+                    if f not in spec.categorical_features:
+                        data[f] = np.array(data[f], dtype="float64")  # None -> NaN, imputed by the pipeline
+                frame = pd.DataFrame(data, columns=spec.model_features)
+                # the same model and predict() as the batch scorer, without sklearn's input checks (~1.5 ms
+                # of a one-row call): missing values are still imputed, parameters were checked at fit time
+                with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+                    scores = predict(self.settings, items[0].served.model, frame)
+                start = 0
+                for it in items:
+                    n = len(it.cols[spec.model_features[0]])
+                    it.result, start = scores[start : start + n], start + n
+            except Exception as exc:  # every waiter gets the error, none hangs
+                for it in items:
+                    it.error = exc
+            finally:
+                for it in items:
+                    it.done = True
+                    it.event.set()
+
+
 # --- the service -----------------------------------------------------------------------------------
 
 
@@ -191,6 +266,7 @@ class ScoringService:
         self.spec = settings.spec
         self.store_settings = _with_timeouts(settings)
         self.store = get_store(self.store_settings)
+        _fail_fast(self.store, settings)
         self._feature_service: Any = None
         self._current: ServedModel | None = None
         self._swap_lock = threading.Lock()  # one loader at a time; readers never take it
@@ -198,6 +274,7 @@ class ScoringService:
         self.store_errors = _store_errors(settings)
         self.last_refresh_error: str | None = None
         self.metrics = Metrics()
+        self.batcher = Batcher(settings)
 
     @property
     def current(self) -> ServedModel | None:
@@ -255,9 +332,6 @@ class ScoringService:
     def predict(self, ids: list[int], return_features: bool = False) -> dict:
         """Score ``ids`` with one snapshot of the champion; an entity without online features gets
         an error of its own. Appends every scored entity to the prediction log."""
-        import pandas as pd
-        import sklearn
-
         served = self._current  # one read: this request's model and version, whatever swaps meanwhile
         if served is None:
             raise Unavailable(self.last_refresh_error or f"no '{CHAMPION}' model loaded yet")
@@ -270,15 +344,8 @@ class ScoringService:
         rows = [i for i in range(n) if newest[i] > 0]
         scores = np.array([], dtype="float64")
         if rows:
-            cols = {}
-            for f in spec.model_features:
-                col = [values[f][i] for i in rows]
-                cols[f] = col if f in spec.categorical_features else np.array(col, dtype="float64")
-            frame = pd.DataFrame(cols, columns=spec.model_features)
-            # the same model and predict() as the batch scorer, without its input checks (~1.5 ms of a
-            # single-row call): missing values are still imputed, parameters were checked at fit time
-            with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                scores = predict(self.settings, served.model, frame)
+            cols = {f: [values[f][i] for i in rows] for f in spec.model_features}
+            scores = self.batcher.score(served, cols)
         now = datetime.now(UTC)
         ttl = self.settings.feature_ttl_days * 86_400  # the feature view's TTL (feature_repo/definitions.py)
         ds, request_id = now.date().isoformat(), uuid.uuid4().hex
@@ -330,6 +397,23 @@ def _with_timeouts(settings: Settings) -> Settings:
         if f"{key}=" not in conn:
             conn += f",{key}={t}"
     return settings.model_copy(update={"redis_connection": conn})
+
+
+def _fail_fast(store: Any, settings: Settings) -> None:
+    """One retry without backoff for the service's Redis client: redis-py retries a refused connection
+    3 times with exponential backoff (up to ~8 s), too long for a 503 a caller can act on. Feast has no
+    setting for it, so the client Feast built is reached through its provider (internal API: if it
+    moves, the service keeps redis-py's default and says so)."""
+    if settings.online_store != "redis":
+        return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    try:
+        online = store._get_provider().online_store
+        online._get_client(store.config.online_store).set_retry(Retry(NoBackoff(), 1))
+    except AttributeError as exc:
+        log.warning("could not shorten Redis retries (Feast internals changed: %s); an outage answers slower", exc)
 
 
 def _store_errors(settings: Settings) -> tuple[type[BaseException], ...]:
