@@ -21,7 +21,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo run test test-fast test-production lint bench settings airflow mlflow-ui status clean
+.PHONY: install demo run test test-fast test-production lint bench settings airflow mlflow-ui serve status clean
 
 install: $(VENV)/.installed  ## create .venv from uv.lock (installs uv if absent)
 
@@ -65,6 +65,9 @@ airflow: settings $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's s
 
 mlflow-ui: install  ## MLflow UI on the demo's state
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db"
+
+serve: install  ## real-time scoring service on the demo's state: http://127.0.0.1:8000/docs (needs AIRLOOP_SERVE_TOKEN)
+	airloop serve $(SERVE_ARGS)
 
 status: install
 	@airloop status

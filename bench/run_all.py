@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
     import feast_online
     import orchestration
     import parse_time
+    import serving
     import stages
     import validation_throughput
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
         "stages": (stages, ["--sizes", "2000,4000" if q else args.sizes]),
         "orchestration": (orchestration, ["--rows", "2000", "--repeat", "1"] if q else []),
         "demo": (demo_breakdown, ["--days", "5" if q else "14"]),
+        "serving": (serving, ["--seconds", "2" if q else "8"]),
     }
     r: dict = {}
     for name, (module, module_args) in runs.items():
@@ -140,6 +142,19 @@ def render(r: dict, load_before: tuple, load_after: tuple, elapsed: float, comma
                 f"| nightly cycle via Airflow, {o['rows']:,} rows, {kind} | {o[f'airflow_{kind}_s']:.1f} s | "
                 f"plain Python {o[f'plain_{kind}_s']:.1f} s | {o[f'{kind}_ratio']:.2f}x | <= 1.3x |"
             )
+    for n, res in (r.get("serving") or {}).items():
+        if not isinstance(n, int):
+            continue
+        a, b = res["airloop"], res["baseline"]
+        paced = res["airloop_paced"]
+        target = "p99 < 10 ms at 200 req/s" if n == 1 else "p99 < 25 ms"
+        lines.append(
+            f"| `airloop serve`, {n} entit{'y' if n == 1 else 'ies'}/request | {a['rps']:,.0f} req/s (p50/p95/p99 "
+            f"{a['p50']:.1f}/{a['p95']:.1f}/{a['p99']:.1f} ms); paced {paced['rps']:,.0f} req/s: "
+            f"p99 {paced['p99']:.1f} ms "
+            f"| `feast serve` + `mlflow models serve` {b['rps']:,.0f} req/s (p99 {b['p99']:.1f} ms) "
+            f"| {res['throughput_ratio']:.2f}x | {target}; >= 3x |"
+        )
     d = r["demo"]
     lines.append(f"| {d['days']}-day demo, wall | {d['wall_s']:.0f} s | | | |")
     total = sum(d["stage_seconds"].values()) or 1

@@ -50,6 +50,25 @@ def test_feast_online_bench_runs(monkeypatch):
     assert result["feast_redis_rps"] > 0 and result["lookup_100_p99_ms"] > 0
 
 
+def test_serving_bench_runs():
+    import shutil
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        assert shutil.which("wrk"), "wrk is not installed (apt-get install wrk)"
+    except (OSError, AssertionError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis on 127.0.0.1:6379 and wrk are needed: {exc}")
+        pytest.skip(f"Redis on 127.0.0.1:6379 and wrk are needed: {exc}")
+    import serving
+
+    result = serving.main(["--seconds", "1", "--days", "5"])
+    for n in (1, 100):
+        assert result[n]["airloop"]["rps"] > 0 and result[n]["airloop"]["errors"] + result[n]["airloop"]["non2xx"] == 0
+        assert result[n]["baseline"]["rps"] > 0 and result[n]["throughput_ratio"] > 0
+
+
 def test_stage_scaling_and_orchestration_benches_run():
     import orchestration
     import run_all

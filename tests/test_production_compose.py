@@ -22,7 +22,7 @@ from production_topology import (
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer", "worker"]
-ALL_SERVICES = {"postgres", "redis", "s3", "smtp", "airflow-init", "mlflow", *AIRFLOW_SERVICES}
+ALL_SERVICES = {"postgres", "redis", "s3", "smtp", "airflow-init", "mlflow", "serve", *AIRFLOW_SERVICES}
 
 
 def _compose_config(env_file: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -193,3 +193,12 @@ def test_a_tracking_server_keeps_its_own_artifact_store(settings, monkeypatch):
     assert settings.artifact_location == (settings.home / "mlflow" / "artifacts").as_uri()
     monkeypatch.setenv("AIRLOOP_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert get_settings().artifact_location is None
+
+
+def test_serve_reads_the_workers_stores_needs_a_token_and_checks_readiness(compose):
+    serve = compose["services"]["serve"]
+    env, worker = serve["environment"], compose["services"]["worker"]["environment"]
+    for key in ("AIRLOOP_HOME", "AIRLOOP_ONLINE_STORE", "AIRLOOP_REDIS_CONNECTION", "AIRLOOP_MLFLOW_TRACKING_URI"):
+        assert env[key] == worker[key], key
+    assert env["AIRLOOP_SERVE_TOKEN"] and serve["command"][:2] == ["airloop", "serve"]
+    assert "/ready" in " ".join(serve["healthcheck"]["test"])

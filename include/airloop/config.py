@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from airloop import lake
@@ -167,6 +167,28 @@ class Settings(BaseSettings):
     start_date: date = date(2000, 1, 1)
     """Earliest logical date the DAGs accept (history of any year; catchup stays off)."""
 
+    # --- real-time scoring (`airloop serve`)
+    serve_host: str = "127.0.0.1"
+    """Address `airloop serve` binds (loopback; bind 0.0.0.0 only behind a proxy or in a container)."""
+    serve_port: int = 8000
+    """Port of `airloop serve`."""
+    serve_workers: int = 1
+    """uvicorn worker processes of `airloop serve`."""
+    serve_token: SecretStr | None = None
+    """Bearer token `POST /predict` requires."""
+    serve_auth: bool = True
+    """`false`: no token asked (say so on purpose; the service logs a warning)."""
+    serve_refresh_seconds: float = 30.0
+    """The champion alias is re-read this often: a promotion or rollback is served within it."""
+    serve_store_timeout_seconds: float = 1.0
+    """Redis connect/read timeout of the service's online lookups."""
+    serve_max_entities: int = 1000
+    """Entity ids per request."""
+    serve_log_flush_seconds: float = 5.0
+    """The service writes one `predictions_online/` part file per flush."""
+    serve_log_max_buffer: int = 1_000_000
+    """Predictions held while the lake is unwritable; older ones are dropped."""
+
     # --- optional containerised training (plugins/airloop_container.py)
     container_image: str | None = None
     """When set, `airloop_train` trains in a container of this image (DockerOperator)."""
@@ -279,6 +301,14 @@ class Settings(BaseSettings):
         if self.tracking_uri.startswith(("http://", "https://")):
             return None
         return (self.home / "mlflow" / "artifacts").as_uri()
+
+    @model_validator(mode="after")
+    def _check_serve(self) -> Settings:
+        if self.serve_refresh_seconds <= 0 or self.serve_log_flush_seconds <= 0:
+            raise ValueError("serve_refresh_seconds and serve_log_flush_seconds must be > 0")
+        if self.serve_workers < 1 or self.serve_max_entities < 1:
+            raise ValueError("serve_workers and serve_max_entities must be >= 1")
+        return self
 
     @property
     def monitor_floor(self) -> float:

@@ -26,7 +26,8 @@ FEATURES = "features"
 PREDICTIONS = "predictions"
 SHADOW = "predictions_shadow"  # the challenger's scores of the same rows (shadow scoring)
 LABELS = "labels"  # the label feed as it arrived, one partition per arrival day
-ZONES = (RAW, VALIDATED, QUARANTINE, FEATURES, PREDICTIONS, SHADOW, LABELS)
+ONLINE = "predictions_online"  # what `airloop serve` answered, one part file per flush
+ZONES = (RAW, VALIDATED, QUARANTINE, FEATURES, PREDICTIONS, SHADOW, LABELS, ONLINE)
 
 DATA_FILE = "data.parquet"
 REASON_FILE = "REASON.txt"

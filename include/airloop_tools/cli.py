@@ -193,6 +193,21 @@ def cmd_load_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from airloop.serve import serve
+
+    settings = get_settings()
+    host, port = args.host or settings.serve_host, args.port or settings.serve_port
+    auth = "bearer token" if settings.serve_auth else "NO authentication (AIRLOOP_SERVE_AUTH=false)"
+    _emit(
+        args,
+        {"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "auth": settings.serve_auth},
+        f"scoring service on http://{host}:{port} (docs: /docs; {auth}); Ctrl-C stops it",
+    )
+    serve(settings, host, port, args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airloop", description="The closed ML loop on Airflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("lineage", cmd_lineage, "Trace a prediction back to model, run, training window and raw files.")
     p.add_argument("--date", required=True, help="the scored day, YYYY-MM-DD")
     p.add_argument("--entity", required=True, type=int, help="the entity key of the prediction row")
+
+    p = add("serve", cmd_serve, "Real-time scoring service: POST /predict scores entities with the champion.")
+    p.add_argument("--host", help="bind address (default: AIRLOOP_SERVE_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="default: AIRLOOP_SERVE_PORT, 8000")
+    p.add_argument("--workers", type=int, help="uvicorn worker processes (default: AIRLOOP_SERVE_WORKERS, 1)")
 
     add("status", cmd_status, "Show champion/challenger, partitions, quarantine, drift events and retrains.")
 
