@@ -108,9 +108,10 @@ def airloop_train():
         from airloop.config import get_settings
         from airloop.promote import evaluate_gate, explain_decision
 
-        is_backfill = dag_run.run_type == "backfill" or params["is_backfill"]
-        actor = f"airflow:{dag_run.run_id}"
         settings = get_settings()
+        # a backfill's training run never promotes, unless AIRLOOP_BACKFILL_PROMOTES says a history load should
+        is_backfill = (dag_run.run_type == "backfill" and not settings.backfill_promotes) or params["is_backfill"]
+        actor = f"airflow:{dag_run.run_id}"
         decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)
         print(explain_decision(decision))
         if decision["decision"] in ("promoted", "forced"):

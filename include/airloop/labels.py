@@ -1,7 +1,7 @@
 """Labels: the label feed, as it arrives.
 
 Outcomes are known only some days after the rows they label. They land as CSV files under
-``landing/labels/ds=<arrival day>/`` (``lake.label_landing``) with the columns entity, timestamp and
+``landing/labels/`` in one folder per arrival day (``lake.label_landing``) with the columns entity, timestamp and
 label of the dataset spec; each arrival day is copied into the lake's labels zone, keyed by that
 arrival day, with ``label_ds`` (the day the label is about) added. Readers ask for what had arrived by
 a given day, so nothing downstream sees a label before it arrived.

@@ -35,13 +35,13 @@ def retrain_request(result: dict) -> RetrainRequest:
     """The request to ``airloop_train`` for a check whose action triggers a retrain."""
     if result["action"] not in TRIGGER_ACTIONS:
         raise ValueError(f"action {result['action']!r} does not trigger a retrain (only {TRIGGER_ACTIONS})")
-    return RetrainRequest(
-        trigger=result["action"],
-        causes=list(result["causes"]),
-        reason=result["reason"],
-        trigger_ds=result["ds"],
-        end_date=result["ds"],
-    )
+    return {
+        "trigger": result["action"],
+        "causes": list(result["causes"]),
+        "reason": result["reason"],
+        "trigger_ds": result["ds"],
+        "end_date": result["ds"],
+    }
 
 
 def describe_causes(causes: list[str]) -> str:
