@@ -40,6 +40,31 @@ def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
             assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use dag_defaults() (failure alert email)"
 
 
+def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypatch):
+    """The README's promises: 2 retries with exponential backoff from 30 s; a data-interval timetable on the
+    crons and time zone of the settings; any year's logical dates (AIRLOOP_START_DATE)."""
+    from datetime import datetime, timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    task = dags["airloop_daily"].get_task("ingest")
+    assert (task.retries, task.retry_delay, task.retry_exponential_backoff) == (2, timedelta(seconds=30), True)
+    daily, monitor = dags["airloop_daily"].timetable, dags["airloop_monitor"].timetable
+    assert isinstance(daily, CronDataIntervalTimetable) and isinstance(monitor, CronDataIntervalTimetable)
+    assert (daily.expression, monitor.expression, str(daily.timezone)) == ("0 0 * * *", "0 3 * * *", "UTC")
+    assert dags["airloop_daily"].start_date.year <= 2000, "a history of any year runs"
+
+    monkeypatch.setenv("AIRLOOP_NIGHTLY_CRON", "30 1 * * *")
+    monkeypatch.setenv("AIRLOOP_TIMEZONE", "Europe/Paris")
+    monkeypatch.setenv("AIRLOOP_TASK_RETRIES", "5")
+    monkeypatch.setenv("AIRLOOP_START_DATE", "2011-01-01")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "airloop_daily.py")).dags["airloop_daily"]
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 1 * * *", "Europe/Paris")
+    assert dag.get_task("ingest").retries == 5 and dag.start_date.replace(tzinfo=None) == datetime(2011, 1, 1)
+
+
 @pytest.mark.parametrize("image", ["", "airloop:0.1.0"], ids=["in-worker", "containerised"])
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
 def test_dag_file_does_not_import_heavy_libraries(path, image):

@@ -90,6 +90,13 @@ def test_performance_report_measures_the_champion_with_evidently(settings):
     _, perf = performance_report(settings, good, noise)
     assert perf["roc_auc"] == pytest.approx(0.5, abs=0.05)
     assert {"accuracy", "precision", "recall", "f1", "log_loss"} <= set(perf)
+    # and on good predictions: Evidently's numbers are scikit-learn's (a report stuck at 0.5 would fail)
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    _, perf = performance_report(settings, noise, good)
+    assert perf["roc_auc"] > 0.9
+    assert perf["roc_auc"] == pytest.approx(roc_auc_score(y, good["prediction_value"]), abs=1e-9)
+    assert perf["accuracy"] == pytest.approx(accuracy_score(y, good["prediction_value"] >= 0.5), abs=1e-9)
 
 
 FACTS = {

@@ -62,6 +62,7 @@ def test_training_rows_never_see_the_future_and_respect_the_ttl(settings, monkey
     )
     got = training_frame(s, labels.drop(columns="expected"))
     merged = labels.merge(got, on=["customer_id", "event_timestamp", "churned"], validate="one_to_one")
+    assert len(got) == len(merged) == len(labels), "every label row comes back, with or without features"
     for _, row in merged.iterrows():
         if row["expected"] is None or pd.isna(row["expected"]):
             assert pd.isna(row["tenure_months"]), f"leak or stale value at {row['event_timestamp']}"
