@@ -25,7 +25,6 @@ RECIPIENTS_VARIABLE = "airloop_alert_emails"
 DEFAULT_FROM = "airloop@localhost"
 
 log = logging.getLogger(__name__)
-_UNCONFIGURED_SAID: list[str] = []
 
 
 def recipients(kind: str) -> list[str]:
@@ -46,9 +45,11 @@ def send_event(kind: str, subject: str, body: str, link: str | None = None, cont
     try:
         to = recipients(kind)
         if not to:
-            if not _UNCONFIGURED_SAID:  # said once per process (per `airloop run`, per task in a deployment)
+            # said once per process (per `airloop run`, per task in a deployment); the flag lives on the
+            # logger because Airflow's plugin manager may execute this file a second time as a new module
+            if not getattr(log, "airloop_unconfigured_said", False):
                 log.warning("airloop alerts are not emailed: set the Variable %s", RECIPIENTS_VARIABLE)
-                _UNCONFIGURED_SAID.append(kind)
+                log.airloop_unconfigured_said = True  # type: ignore[attr-defined]
             return False
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 

@@ -110,7 +110,7 @@ def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     assert all(ds >= SHIFT_DAY for ds in events), f"drift reported before the shift: {sorted(events)}"
     assert events[SHIFT_DAY]["action"] == "alert", "one drifted check is not enough to retrain"
     assert events[RETRAIN_DAY]["action"] == "retrain"
-    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    retrains = [r for r in status["retrains"] if r["trigger"] == "retrain"]
     assert [r["trigger_ds"] for r in retrains] == [RETRAIN_DAY], "exactly one retrain; the cool-down stops repeats"
     assert retrains[0]["run_id"] in events[RETRAIN_DAY]["retrain_runs"]
     assert [t["conf"]["trigger"] for t in log[RETRAIN_DAY]["airloop_train"]] == ["retrain"]

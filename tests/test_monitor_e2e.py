@@ -64,10 +64,10 @@ def test_concept_drift_is_caught_by_the_performance_path_once_labels_arrive(conc
     assert caught["performance"] < settings.monitor_floor <= _result(settings, DRIFT_DAY)["performance"]
     assert caught["action"] == "retrain" and caught["causes"] == ["performance"]
     runs = log[CAUGHT_DAY]["airloop_train"]
-    assert [(t["conf"]["reason"], t["conf"]["cause"], t["state"]) for t in runs] == [
-        ("retrain", "performance", "success")
+    assert [(t["conf"]["trigger"], t["conf"]["causes"], t["state"]) for t in runs] == [
+        ("retrain", ["performance"], "success")
     ]
-    assert "roc_auc" in runs[0]["conf"]["detail"] and "floor" in runs[0]["conf"]["detail"]
+    assert "roc_auc" in runs[0]["conf"]["reason"] and "floor" in runs[0]["conf"]["reason"]
     states = _task_states("airloop_monitor", CAUGHT_DAY)
     assert states["trigger_retrain"] == "success" and states["alert_only"] == states["no_action"] == "skipped"
     # no second retrain in the run: the cool-down (or a new champion without labelled days yet) holds it

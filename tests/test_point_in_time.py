@@ -53,7 +53,8 @@ def test_training_rows_never_see_the_future_and_respect_the_ttl(settings, monkey
             (1, T0 - timedelta(hours=1), 0, None),  # before any snapshot: nothing to join
             (1, T0 + timedelta(days=1), 0, 1),
             (1, T0 + timedelta(days=2), 1, 2),  # exactly at a snapshot: that snapshot counts
-            (1, T0 + timedelta(days=8, hours=23), 0, 2),  # day 9's snapshot is in its future
+            (1, T0 + timedelta(days=6, hours=23), 0, 2),  # day 9's snapshot is in its future; day 2's is in the TTL
+            (1, T0 + timedelta(days=8, hours=23), 0, None),  # day 2's snapshot is now 6.96 days old: outside
             (1, T0 + timedelta(days=10), 1, 3),
             (2, T0 + timedelta(days=5), 0, 20),  # 4 days old: inside the 5-day TTL
             (2, T0 + timedelta(days=7), 1, None),  # 6 days old: outside the TTL
@@ -61,13 +62,16 @@ def test_training_rows_never_see_the_future_and_respect_the_ttl(settings, monkey
         columns=["customer_id", "event_timestamp", "churned", "expected"],
     )
     got = training_frame(s, labels.drop(columns="expected"))
-    merged = labels.merge(got, on=["customer_id", "event_timestamp", "churned"], validate="one_to_one")
-    assert len(got) == len(merged) == len(labels), "every label row comes back, with or without features"
-    for _, row in merged.iterrows():
-        if row["expected"] is None or pd.isna(row["expected"]):
-            assert pd.isna(row["tenure_months"]), f"leak or stale value at {row['event_timestamp']}"
-        else:
-            assert row["tenure_months"] == row["expected"], f"wrong snapshot at {row['event_timestamp']}"
+    # every label row with a snapshot inside the TTL comes back, exactly once, with that snapshot's values;
+    # a row with no such snapshot is left out (there is nothing to train it on)
+    keys = ["customer_id", "event_timestamp", "churned"]
+    joinable = labels.dropna(subset=["expected"])
+    merged = joinable.merge(got, on=keys, how="left", validate="one_to_one", indicator=True)
+    assert (merged["_merge"] == "both").all(), f"label rows lost: {merged.loc[merged['_merge'] != 'both', keys]}"
+    assert merged["tenure_months"].tolist() == merged["expected"].tolist(), "a leaked, stale or wrong snapshot"
+    left_out = labels[labels["expected"].isna()].merge(got, on=keys)
+    assert left_out.empty, f"rows with no snapshot in the past {s.feature_ttl_days} days got features: {left_out}"
+    assert len(got) == len(joinable)
 
 
 def test_windowed_aggregates_use_only_the_past_and_backfills_keep_the_latest_online(settings):

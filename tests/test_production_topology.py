@@ -183,7 +183,7 @@ def test_drift_retrains_once_and_the_cooldown_holds(lifecycle, settings):
     events = {e["ds"]: e for e in status["drift_events"]}
     assert events[SHIFT_DAY]["action"] == "retrain"
     assert all(ds >= SHIFT_DAY for ds in events), f"drift reported before the shift: {sorted(events)}"
-    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    retrains = [r for r in status["retrains"] if r["trigger"] == "retrain"]
     assert [r["trigger_ds"] for r in retrains] == [SHIFT_DAY]
     assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
     assert [(t["conf"]["trigger"], t["state"]) for t in lifecycle[SHIFT_DAY][TRAIN]] == [("retrain", "success")]

@@ -58,7 +58,7 @@ def test_regression_drift_triggers_a_gated_retrain(demand):
 
     status = collect_status(settings)
     assert any(e["action"] == "retrain" and e["ds"] >= SHIFT_DAY for e in status["drift_events"])
-    retrains = [r for r in status["retrains"] if r["trigger_reason"] == "retrain"]
+    retrains = [r for r in status["retrains"] if r["trigger"] == "retrain"]
     assert len(retrains) == 1 and retrains[0]["gate"] in ("promoted", "refused")
 
 

@@ -34,7 +34,7 @@ HAND_WRITTEN = {
 def test_committed_suite_is_what_the_generator_writes(tmp_path, monkeypatch, spec_path):
     from airloop.spec import load_spec
 
-    committed = PACKAGE_DIR / "expectations" / f"{load_spec(spec_path).name}.json"
+    committed = spec_path.parent / "expectations" / f"{load_spec(spec_path).name}.json"
     monkeypatch.setenv("AIRLOOP_SPEC_PATH", str(spec_path))
     monkeypatch.setenv("AIRLOOP_SUITE_DIR", str(tmp_path))
     from airloop.config import get_settings

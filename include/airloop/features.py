@@ -213,7 +213,8 @@ def materialize_features(settings: Settings, ds: str) -> dict:
 
 def training_frame(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time-correct join of the feature service onto ``labels``
-    (entity, timestamp, label): each row gets the feature values as of its timestamp."""
+    (entity, timestamp, label): each row gets the feature values as of its timestamp. A row with no
+    snapshot of its entity at or before its timestamp within the TTL is left out (Feast's file store drops it)."""
     from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL as EVENT_TIME
 
     store = get_store(settings)
