@@ -95,6 +95,7 @@ def prepare(days: int) -> dict[str, str]:
     from airloop.config import get_settings
     from airloop.features import materialize_features
     from airloop.ingest import ingest_batch
+    from airloop.labels import collect_labels
     from airloop.promote import evaluate_gate
     from airloop.simulate import simulate
     from airloop.train import train_model
@@ -116,6 +117,7 @@ def prepare(days: int) -> dict[str, str]:
         ingest_batch(s, ds)
         validate_batch(s, ds)
         materialize_features(s, ds)
+    collect_labels(s, dates[-1])  # the label feed: what has arrived by the last day
     version = train_model(s, dates[-1])["version"]
     if evaluate_gate(s, version)["decision"] != "promoted":
         evaluate_gate(s, version, force_reason="bench/serving: a champion to serve", actor="bench")

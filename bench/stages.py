@@ -117,6 +117,7 @@ def prepare(home: Path, rows: int, history_rows: int) -> None:
         "from airloop.config import get_settings\n"
         "from airloop.features import materialize_features\n"
         "from airloop.ingest import ingest_batch\n"
+        "from airloop.labels import collect_labels\n"
         "from airloop.promote import evaluate_gate\n"
         "from airloop.simulate import simulate\n"
         "from airloop.train import train_model\n"
@@ -126,6 +127,7 @@ def prepare(home: Path, rows: int, history_rows: int) -> None:
         "for i in range(5):\n"
         f"    ds = (date({START.year}, {START.month}, {START.day}) + timedelta(days=i)).isoformat()\n"
         "    ingest_batch(s, ds); validate_batch(s, ds); materialize_features(s, ds)\n"
+        "collect_labels(s, ds)\n"  # the labels of days 1-4 (the feed's delay): 4 labelled days to train on
         "v = train_model(s, ds)['version']\n"
         "d = evaluate_gate(s, v, force_reason='bench set-up: a champion to score with')\n"
         "assert d['decision'] in ('promoted', 'forced'), d['reason']\n"

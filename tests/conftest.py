@@ -24,6 +24,10 @@ os.environ.update(
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
         "AIRLOOP_HOME": str(_AIRFLOW_HOME / "airloop-default"),
+        # most tests build a model right after ingesting a few simulated days, whose batches carry the
+        # label; the default, the delayed label feed, is what test_train's feed test, test_drift_policy and
+        # test_your_data_e2e (a user's shell, no AIRLOOP_* set) run on
+        "AIRLOOP_LABEL_SOURCE": "batch",
     }
 )
 sys.path.insert(0, str(ROOT / "plugins"))

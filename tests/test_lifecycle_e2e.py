@@ -29,6 +29,10 @@ def lifecycle(airflow_runs, tmp_path_factory):
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
         mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "4")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
+        # an 8-day run: a short current window and no wait for a week of the new regime (tests/test_drift_policy.py
+        # runs the default policy over months)
+        mp.setenv("AIRLOOP_DRIFT_CURRENT_DAYS", "3")
+        mp.setenv("AIRLOOP_DRIFT_SETTLE_DAYS", "1")
         settings = get_settings()
         scenarios = [
             Scenario.parse(f"schema_break@{BAD_DAY}:{BAD_DAY}"),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from airloop.labels import arrived_labels, collect_labels
-from airloop.policy import decide, drift_streak
+from airloop.policy import decide, drift_streak, reference_days, refused_in_a_row
 from airloop.reports import drift_report, performance_report
 from airloop.simulate import Scenario, simulate, simulate_day
 
@@ -124,12 +124,75 @@ FACTS = {
         ({"performance": 0.55, "active_training": 1}, "alert", ["performance"], "already queued or running"),
         ({"performance": 0.55, "new_labels": 150}, "alert", ["performance"], "only 150 labelled rows"),
         ({"performance": None, "drift_share": None}, "none", [], "nothing to compare"),
+        # back-off: each refused retrain in a row doubles the cool-down, up to its bound
+        ({"performance": 0.55, "last_retrain": "2026-01-07", "refused_in_a_row": 1}, "cooldown", ["performance"],
+         "6-day cool-down (backed off after 1 refused"),
+        ({"performance": 0.55, "last_retrain": "2026-01-04", "refused_in_a_row": 1}, "retrain", ["performance"],
+         "1200 new labelled"),
+        ({"performance": 0.55, "last_retrain": "2025-12-12", "refused_in_a_row": 5}, "cooldown", ["performance"],
+         "30-day cool-down"),
+        # a young regime: the drift retrain waits for a week of it; a performance cause does not wait
+        ({"dataset_drift": True, "drift_share": 0.4, "streak": 2, "change_point": "2026-01-08", "settled_days": 3},
+         "alert", ["drift"], "3 of 7 validated days"),
+        ({"dataset_drift": True, "drift_share": 0.4, "streak": 2, "change_point": "2026-01-04", "settled_days": 7},
+         "retrain", ["drift"], "2 consecutive checks"),
+        ({"dataset_drift": True, "drift_share": 0.4, "streak": 2, "change_point": "2026-01-08", "settled_days": 3,
+          "performance": 0.55}, "retrain", ["drift", "performance"], "roc_auc 0.550"),
     ],
-)
+)  # fmt: skip
 def test_retraining_policy(settings, change, action, causes, words):
     got_action, reason, got_causes = decide(settings, {**FACTS, **change})
     assert (got_action, got_causes) == (action, causes)
     assert words in reason
+
+
+def test_the_reference_starts_at_the_last_change_point_the_champion_learned(settings):
+    window = [f"2026-01-{d:02d}" for d in range(1, 31)]
+    assert reference_days(settings, window, []) == (window[-14:], None), "no change point: the window's end"
+    past = [{"ds": "2026-01-23", "change_point": "2026-01-21"}, {"ds": "2026-01-24", "change_point": "2026-01-21"}]
+    assert reference_days(settings, window, past) == (window[20:], "2026-01-21"), "only the regime it learned"
+    assert reference_days(settings, window[:20], past) == (window[6:20], None), "a later change is not its own"
+
+
+def test_back_off_counts_refused_retrains_since_the_last_promotion():
+    runs = [
+        {"trigger": "bootstrap", "gate": "promoted"},
+        {"trigger": "retrain", "gate": "refused"},
+        {"trigger": "retrain", "gate": "promoted"},
+        {"trigger": "retrain", "gate": "refused"},
+        {"trigger": "retrain", "gate": None},  # failed before registering: no evidence either way
+        {"trigger": "manual", "gate": "promoted"},  # a person's run is not the policy's
+        {"trigger": "retrain", "gate": "refused"},
+    ]
+    assert refused_in_a_row(runs) == 2
+    assert refused_in_a_row(runs[:3]) == 0
+
+
+def test_the_label_is_drift_tested_on_its_own_and_a_column_can_be_left_out(settings, monkeypatch, tmp_path):
+    import yaml
+
+    spec = yaml.safe_load(settings.spec_path.read_text())
+    for f in spec["features"]:
+        if f["name"] == "monthly_charges":
+            f["drift"] = False
+    path = tmp_path / "dataset.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("AIRLOOP_SPEC_PATH", str(path))
+    monkeypatch.setenv("AIRLOOP_SUITE_DIR", str(settings.spec_path.parent / "expectations"))
+    from airloop.config import get_settings
+
+    s = get_settings()
+    reference = _days(s, 0, 4)
+    current = _days(s, 4, 2, [Scenario.parse("covariate_shift@2026-01-05")])
+    _, numbers = drift_report(s, reference, current, summary=False)
+    assert "monthly_charges" not in numbers["columns"] and "usage_hours_7d" in numbers["columns"]
+    assert set(numbers["target_drift"]) == {"score", "method", "threshold", "drifted"}
+    assert "churned" not in numbers["columns"], "the label is not counted in the share of drifted features"
+    flipped = current.assign(churned=1)
+    _, flipped_numbers = drift_report(s, reference, flipped, summary=False)
+    assert flipped_numbers["target_drift"]["drifted"] is True
+    _, unlabelled = drift_report(s, reference, current.drop(columns="churned"), summary=False)
+    assert unlabelled["target_drift"] is None
 
 
 def test_drift_must_persist_against_the_same_champion():

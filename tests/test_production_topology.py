@@ -54,6 +54,8 @@ SHORT_HISTORY = {
     # one drifted check retrains here (the persistence rule is tested in test_monitor*.py); a 400-row
     # holdout judged without slices (~60 premium rows are too few; slices are tested in test_promote.py)
     "AIRLOOP_DRIFT_PERSIST_CHECKS": "1",
+    "AIRLOOP_DRIFT_CURRENT_DAYS": "3",
+    "AIRLOOP_DRIFT_SETTLE_DAYS": "1",
     "AIRLOOP_GATE_MIN_ROWS": "300",
     "AIRLOOP_GATE_RULES": '["floor", "min_rows", "non_inferiority", "budget", "validation"]',
 }

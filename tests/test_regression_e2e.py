@@ -28,6 +28,8 @@ def demand(airflow_runs, tmp_path_factory):
         mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
         mp.setenv("AIRLOOP_DRIFT_PERSIST_CHECKS", "1")  # this test is about the task type, not the policy
+        mp.setenv("AIRLOOP_DRIFT_CURRENT_DAYS", "3")
+        mp.setenv("AIRLOOP_DRIFT_SETTLE_DAYS", "1")
         settings = get_settings()
         simulate(date(2026, 1, 1), 7, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
         log = {entry["ds"]: entry for entry in run_days(date(2026, 1, 1), 7)}

@@ -167,3 +167,28 @@ def test_a_day_scored_in_shards_equals_the_day_scored_whole(prepared):
     assert (out["shards"], out["rows"], out["model_version"]) == (len(shards), s.rows_per_day, whole["model_version"])
     pd.testing.assert_frame_equal(pd.read_parquet(lake.data_file(s, "predictions", ds)), expected)
     assert not list((s.lake_dir / "_staging").rglob("*.parquet")), "published parts are removed"
+
+
+def test_on_the_label_feed_a_model_learns_only_the_labels_that_had_arrived(prepared, monkeypatch):
+    from airloop.config import get_settings
+    from airloop.labels import collect_labels
+    from airloop.registry import training_runs
+
+    monkeypatch.setenv("AIRLOOP_LABEL_SOURCE", "feed")
+    monkeypatch.setenv("AIRLOOP_MIN_TRAIN_DAYS", "3")
+    monkeypatch.setenv("AIRLOOP_HOLDOUT_DAYS", "1")
+    monkeypatch.setenv("AIRLOOP_VALIDATION_DAYS", "1")
+    s = get_settings()
+    with pytest.raises(ValueError, match=r"only 0 labelled validated days \(5 validated\)"):
+        train_model(s, END)  # nothing collected yet: no label is known
+    collect_labels(s, END)  # the labels of day D arrive on D + 1 (label_delay_days): days 1..4 by day 5
+    out = train_model(s, END)
+    run = client(s).get_run(out["run_id"])
+    day4 = (START + timedelta(days=DAYS - 2)).isoformat()
+    assert (run.data.params["train_start"], run.data.params["train_end"]) == (START.isoformat(), day4)
+    assert run.data.params["label_source"] == "feed" and run.data.params["requested_end"] == END
+    # a retrain of an earlier day is the same run again: it sees only what had arrived by then
+    day3 = (START + timedelta(days=2)).isoformat()
+    with pytest.raises(ValueError, match="only 2 labelled validated days"):
+        train_model(s, day3)
+    assert [r["window"] for r in training_runs(s)][-1] == [START.isoformat(), day4]

@@ -65,7 +65,8 @@ def test_a_history_of_2011_gives_a_champion_predictions_and_drift_reports(hourly
     assert len(lines) == 45
     assert status["home"] == str(hourly["home"]), "status (run as the README says) reads the same state"
     assert status["champion_version"] is not None
-    promoted = min(r["window"][1] for r in status["retrains"] if r["gate"] == "promoted")
+    # the first champion was trained on the day its check asked (its labels end a day earlier: the label feed)
+    promoted = min(r["trigger_ds"] for r in status["retrains"] if r["gate"] == "promoted")
     scored = [Path(p).parent.name.removeprefix("ds=") for p in status["predictions"]]
     expected = pd.date_range(pd.Timestamp(promoted) + pd.Timedelta(days=1), hourly["last"]).strftime("%Y-%m-%d")
     assert scored == list(expected), "every day after the first champion is scored"

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     """Simulated entities."""
     rows_per_day: int = 600
     """Simulated rows per day."""
+    label_source: Literal["feed", "batch"] = "feed"
+    """Where training and the gate read labels: `feed` (the label files under `landing/labels/`, as they
+    arrive) or `batch` (the daily batch's label column, for batches that arrive with final labels)."""
     label_delay_days: int = 1
     """The simulator delivers the labels of day D on day D + this."""
 
@@ -128,12 +131,21 @@ class Settings(BaseSettings):
     """Rows per chunk when ingesting, validating and scoring a day (memory stays flat)."""
 
     # --- monitoring
-    drift_current_days: int = 3
-    """Most recent validated days the drift check compares with the reference."""
+    drift_current_days: int = 7
+    """Most recent validated days the drift check compares with the reference (whole weeks: a weekly
+    rhythm is not drift)."""
+    drift_reference_days: int = 14
+    """Most recent days of the champion's training window the drift check uses as reference (only those
+    on or after the last change point inside the window)."""
+    drift_settle_days: int = 7
+    """Validated days since the change point a drift retrain waits for, so the new model and its
+    reference hold this much of the new regime."""
     drift_share_threshold: float = 0.3
     """Share of drifted columns at which Evidently flags dataset drift."""
     retrain_cooldown_days: int = 3
-    """Days after a retrain in which no drift triggers another."""
+    """Days after a retrain in which no drift triggers another; doubled after each refused retrain in a row."""
+    retrain_backoff_max_days: int = 30
+    """Upper bound of the cool-down after refused retrains (the exponential back-off)."""
     drift_num_method: str | None = None
     """Evidently stat test for numeric columns (ks, wasserstein, psi, ...; default: by sample size)."""
     drift_cat_method: str | None = None
@@ -211,6 +223,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AIRLOOP_MIN_TRAIN_DAYS ({self.min_train_days}) cannot exceed AIRLOOP_TRAIN_WINDOW_DAYS "
                 f"({self.train_window_days}): no window could ever hold enough days"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_drift(self) -> Settings:
+        for name in ("drift_current_days", "drift_reference_days", "drift_settle_days", "retrain_cooldown_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AIRLOOP_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.retrain_backoff_max_days < self.retrain_cooldown_days:
+            raise ValueError(
+                f"AIRLOOP_RETRAIN_BACKOFF_MAX_DAYS ({self.retrain_backoff_max_days}) cannot be below "
+                f"AIRLOOP_RETRAIN_COOLDOWN_DAYS ({self.retrain_cooldown_days})"
             )
         return self
 

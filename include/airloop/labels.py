@@ -5,6 +5,10 @@ Outcomes are known only some days after the rows they label. They land as CSV fi
 label of the dataset spec; each arrival day is copied into the lake's labels zone, keyed by that
 arrival day, with ``label_ds`` (the day the label is about) added. Readers ask for what had arrived by
 a given day, so nothing downstream sees a label before it arrived.
+
+Training and the gate read their labels through :func:`training_labels`: from this feed by default
+(``label_source=feed``: a model trained on day D learns only the outcomes known on D), or from the
+daily batch's own label column (``label_source=batch``, for data whose batches arrive with final labels).
 """
 
 from __future__ import annotations
@@ -54,3 +58,22 @@ def arrived_labels(settings: Settings, ds: str) -> pd.DataFrame:
     if not arrivals:
         return pd.DataFrame(columns=[spec.entity, spec.timestamp, spec.label, LABEL_DAY])
     return lake.read(settings, lake.LABELS, arrivals)
+
+
+def training_labels(settings: Settings, days: list[str], as_of: str | None = None) -> pd.DataFrame:
+    """The labels of the rows of the validated ``days`` known on ``as_of`` (default: everything
+    collected): entity, timestamp, label and ``label_ds``, from the feed or the batch (``label_source``).
+    A day without labels yet has no rows."""
+    spec = settings.spec
+    cols = [spec.entity, spec.timestamp, spec.label]
+    if not days:
+        return pd.DataFrame(columns=[*cols, LABEL_DAY])
+    if settings.label_source == "batch":
+        labels = lake.read(settings, lake.VALIDATED, days, cols).dropna(subset=[spec.label])
+        labels[LABEL_DAY] = pd.to_datetime(labels[spec.timestamp], utc=True).dt.strftime("%Y-%m-%d")
+        return labels.reset_index(drop=True)
+    arrived = arrived_labels(settings, as_of or "9999-12-31")
+    arrived = arrived[arrived[LABEL_DAY].isin(set(days))].dropna(subset=[spec.label])
+    # latest arrival wins when a label is corrected; one row per entity and time
+    arrived = arrived.drop_duplicates([spec.entity, spec.timestamp], keep="last")
+    return arrived[[*cols, LABEL_DAY]].reset_index(drop=True)

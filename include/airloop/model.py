@@ -126,6 +126,7 @@ PARAM_TRAIN_END = "train_end"
 PARAM_FEATURE_SERVICE = "feature_service"
 PARAM_HOLDOUT_DAYS = "holdout_days"
 PARAM_VALIDATION_DAYS = "validation_days"
+PARAM_LABEL_SOURCE = "label_source"  # feed | batch (airloop.labels.training_labels)
 HYPERPARAMETER_PREFIX = "hp_"
 TAG_GIT_COMMIT = "git_commit"
 TAG_TRIGGER = "airloop.trigger"  # manual | bootstrap | retrain

@@ -19,8 +19,8 @@ import pandas as pd
 from airloop import lake
 from airloop import model as m
 from airloop.config import Settings
-from airloop.labels import LABEL_DAY, arrived_labels
-from airloop.policy import decide, drift_streak, history, last_retrain
+from airloop.labels import LABEL_DAY, arrived_labels, training_labels
+from airloop.policy import decide, drift_streak, history, last_retrain, reference_days, refused_in_a_row
 from airloop.registry import CHAMPION, client, load_holdout, load_model, training_runs, version_by_alias
 from airloop.reports import PREDICTION, drift_report, performance_report, prediction_drift_report
 from airloop.storage import write_json, write_text
@@ -73,10 +73,12 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
     }
     champ = version_by_alias(settings, CHAMPION)
     if champ is None:
-        enough = len(available) >= settings.min_train_days
+        window = available[-settings.train_window_days :]
+        labelled = len(set(training_labels(settings, window, as_of=ds)[LABEL_DAY]))
+        enough = labelled >= settings.min_train_days
         action = "bootstrap" if enough else "wait"
         reason = (
-            f"no champion yet; {len(available)} validated days ({'enough' if enough else 'need'} "
+            f"no champion yet; {labelled} labelled validated days ({'enough' if enough else 'need'} "
             f"{settings.min_train_days} to train)"
         )
         if enough and active_training:
@@ -85,19 +87,26 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
         return _save(settings, result)
 
     version = str(champ.version)
+    past = history(settings, before=ds)
     train_start, train_end = m.train_window(client(settings).get_run(champ.run_id))
-    ref_dates = [d for d in available if train_start <= d <= train_end]
+    window = [d for d in available if train_start <= d <= train_end]
+    ref_dates, ref_change = reference_days(settings, window, past)
     cur_dates = [d for d in available[-settings.drift_current_days :] if d > train_end]
-    result.update(champion_version=version, reference=ref_dates, current=cur_dates)
+    result.update(champion_version=version, reference=ref_dates, reference_change_point=ref_change, current=cur_dates)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     holdout = None
+    streak = 0
     if ref_dates and cur_dates:
         reference = lake.read(settings, lake.VALIDATED, ref_dates)
         current = lake.read(settings, lake.VALIDATED, cur_dates)
         snapshot, numbers = drift_report(settings, reference, current)
         result.update(numbers)
         result["reports"]["data"] = _save_html(snapshot, out_dir / "report.html")
+        streak = drift_streak(past, version, bool(result["dataset_drift"]))
+        if result["dataset_drift"]:
+            carried = past[-1].get("change_point") if streak > 1 and past else None
+            result["change_point"] = carried or _change_point(settings, reference, cur_dates)
         preds = _predictions(settings, cur_dates, version)
         if len(preds):
             holdout = _champion_holdout(settings, champ)
@@ -126,18 +135,21 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
             result.update(performance_metrics=perf, performance=perf[settings.metric])
             result["reports"]["performance"] = _save_html(snap, out_dir / "performance.html")
 
-    past = history(settings, before=ds)
     runs = training_runs(settings)
     last_end = max((r["window"][1] for r in runs), default=train_end)
     new_labels = int((labels[LABEL_DAY] > last_end).sum()) if len(labels) else 0
+    change = result.get("change_point")
     facts = {
         "ds": ds,
         "drift_share": result["drift_share"],
         "dataset_drift": result["dataset_drift"],
-        "streak": drift_streak(past, version, bool(result["dataset_drift"])),
+        "streak": streak,
+        "change_point": change,
+        "settled_days": len([d for d in available if change and d >= change]),
         "performance": result["performance"],
         "performance_days": perf_days,
         "last_retrain": last_retrain(ds, past, runs),
+        "refused_in_a_row": refused_in_a_row(runs),
         "new_labels": new_labels,
         "active_training": active_training,
     }
@@ -154,6 +166,16 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
     _save(settings, result)
     log_to_mlflow(settings, champ, result)
     return result
+
+
+def _change_point(settings: Settings, reference: pd.DataFrame, cur_dates: list[str]) -> str:
+    """Where a drift episode began: the first current day whose rows drift from the reference on their
+    own (Evidently's dataset-drift test, day by day); the latest day when none does alone."""
+    for d in cur_dates:
+        _, numbers = drift_report(settings, reference, lake.read(settings, lake.VALIDATED, [d]), summary=False)
+        if numbers["dataset_drift"]:
+            return d
+    return cur_dates[-1]
 
 
 def _save_html(snapshot: Any, path: Any) -> str:

@@ -3,7 +3,16 @@
 The facts come from the check (``airloop.monitor.run_checks``): Evidently's drift verdict and how many
 consecutive checks it has held, the champion's metric on labelled days, the last retrain, the labelled
 rows that arrived since the last training window, and training runs already in flight. The decision
-holds a retrain back for persistence, the cool-down, too few new labels and de-duplication.
+holds a retrain back for persistence, the cool-down (doubled after each refused retrain in a row, up to
+a bound), a young change point (the new regime needs whole weeks before a model can learn it), too few
+new labels and de-duplication.
+
+Why the policy converges: a drift episode starts at a *change point* (the first current day that
+drifts on its own). The reference of a champion is the part of its training window on or after the
+latest change point inside that window (at most ``drift_reference_days``), so a champion trained on the
+new regime is compared with the new regime: the shift it learned is no longer reported. A refused
+retrain leaves the champion, so the drift stays; the back-off keeps the same evidence from asking again
+every cool-down.
 """
 
 from __future__ import annotations
@@ -80,11 +89,40 @@ def last_retrain(ds: str, past: list[dict], runs: list[dict]) -> str | None:
     return max((d for d in days if d and d <= ds), default=None)
 
 
+def reference_days(settings: Settings, window: list[str], past: list[dict]) -> tuple[list[str], str | None]:
+    """The drift reference of a champion trained on the validated days ``window``: the most recent
+    ``drift_reference_days`` of them on or after the latest change point inside the window (or of the
+    whole window when none is inside); return the days and that change point."""
+    inside = [r["change_point"] for r in past if r.get("change_point") and window and window[0] < r["change_point"]]
+    inside = [cp for cp in inside if cp <= window[-1]]
+    cp = max(inside, default=None)
+    days = [d for d in window if cp is None or d >= cp]
+    return days[-settings.drift_reference_days :], cp
+
+
+def refused_in_a_row(runs: list[dict]) -> int:
+    """Retrains refused by the gate since the last one it promoted (``runs`` oldest first, with ``gate``)."""
+    k = 0
+    for r in reversed(runs):
+        if r.get("trigger") != "retrain" or r.get("gate") is None:
+            continue
+        if r["gate"] != "refused":
+            break
+        k += 1
+    return k
+
+
+def cooldown_days(settings: Settings, refused: int) -> int:
+    """The cool-down after a retrain: doubled for each refused retrain in a row, bounded."""
+    return min(settings.retrain_cooldown_days * 2**refused, settings.retrain_backoff_max_days)
+
+
 def decide(settings: Settings, facts: dict) -> tuple[str, str, list[str]]:
     """The retraining policy on one check's facts; return (action, reason, causes).
 
     ``facts``: drift_share, dataset_drift, streak, performance (metric value or None), performance_days,
-    last_retrain (day or None), new_labels, active_training (queued/running training runs), ds."""
+    last_retrain (day or None), refused_in_a_row, change_point and settled_days (validated days since
+    it, that day included), new_labels, active_training (queued/running training runs), ds."""
     causes, why = [], []
     share, metric = facts.get("drift_share"), settings.metric
     need = settings.drift_persist_checks
@@ -110,9 +148,23 @@ def decide(settings: Settings, facts: dict) -> tuple[str, str, list[str]]:
         return ("alert" if facts.get("dataset_drift") else "none"), reason, causes
     if facts.get("active_training"):
         return "alert", f"{reason}; a training run is already queued or running: no new trigger", causes
-    recent, cooldown = facts.get("last_retrain"), settings.retrain_cooldown_days
+    refused = facts.get("refused_in_a_row", 0)
+    recent, cooldown = facts.get("last_retrain"), cooldown_days(settings, refused)
     if recent is not None and date.fromisoformat(facts["ds"]) - date.fromisoformat(recent) < timedelta(days=cooldown):
-        return "cooldown", f"{reason}; a retrain happened on {recent}, inside the {cooldown}-day cool-down", causes
+        backoff = f" (backed off after {refused} refused retrains in a row)" if refused else ""
+        return (
+            "cooldown",
+            f"{reason}; a retrain happened on {recent}, inside the {cooldown}-day cool-down{backoff}",
+            causes,
+        )
+    cp, settled = facts.get("change_point"), facts.get("settled_days", 0)
+    if causes == ["drift"] and cp is not None and settled < settings.drift_settle_days:
+        return (
+            "alert",
+            f"{reason}; the new regime began on {cp}: {settled} of {settings.drift_settle_days} validated days "
+            "of it so far (a retrain waits for them)",
+            causes,
+        )
     if facts["new_labels"] < settings.min_new_labels:
         return (
             "alert",

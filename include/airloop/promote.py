@@ -57,19 +57,19 @@ def evaluation_set(settings: Settings, run: Any) -> tuple[pd.DataFrame, list[str
     """The challenger's frozen holdout plus the labelled validated days after its training window,
     with point-in-time features; returns the rows and the days they come from."""
     from airloop.features import training_frame
+    from airloop.labels import LABEL_DAY, training_labels
 
     spec = settings.spec
     holdout = load_holdout(settings, run.info.run_id)
     days = sorted(holdout[spec.timestamp].dt.strftime("%Y-%m-%d").unique())
     _, end = train_window(run)
-    recent = [d for d in lake.dates(settings, lake.VALIDATED) if d > end][-settings.gate_recent_days :]
+    labels = training_labels(settings, [d for d in lake.dates(settings, lake.VALIDATED) if d > end])
+    recent = sorted(set(labels[LABEL_DAY]))[-settings.gate_recent_days :]
     frames = [holdout]
     if recent:
-        labels = lake.read(settings, lake.VALIDATED, recent, [spec.entity, spec.timestamp, spec.label])
-        labels = labels.dropna(subset=[spec.label])
-        if len(labels):
-            frames.append(training_frame(settings, labels)[holdout.columns])
-            days += recent
+        labels = labels[labels[LABEL_DAY].isin(recent)].drop(columns=LABEL_DAY)
+        frames.append(training_frame(settings, labels)[holdout.columns])
+        days += recent
     rows = pd.concat(frames, ignore_index=True).drop_duplicates([spec.entity, spec.timestamp], keep="last")
     return rows.reset_index(drop=True), days
 

@@ -53,23 +53,34 @@ def load_model(settings: Settings, version: str) -> Any:
 
 
 def training_runs(settings: Settings) -> list[dict[str, Any]]:
-    """Every training run of the experiment, oldest first: id, trigger, window and metrics."""
+    """Every training run of the experiment, oldest first: id, trigger, window and metrics, and the
+    model version it registered with the gate's decision (None when it registered none)."""
     c = client(settings)
     exp = c.get_experiment_by_name(settings.experiment_name)
+    if exp is None:
+        return []
     runs = sorted(c.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time)
-    return [
-        {
-            "run_id": r.info.run_id,
-            "trigger": r.data.tags.get(m.TAG_TRIGGER) or "manual",
-            "causes": [c for c in r.data.tags.get(m.TAG_TRIGGER_CAUSES, "").split(",") if c],
-            "trigger_reason": r.data.tags.get(m.TAG_TRIGGER_REASON),
-            "trigger_ds": r.data.tags.get(m.TAG_TRIGGER_DS) or None,
-            "window": [r.data.params.get(m.PARAM_TRAIN_START), r.data.params.get(m.PARAM_TRAIN_END)],
-            "metrics": dict(r.data.metrics),
-        }
-        for r in runs
-        if r.data.params.get(m.PARAM_TRAIN_END)
-    ]
+    versions = {mv.run_id: mv for mv in c.search_model_versions(f"name='{settings.registered_model}'")}
+    out = []
+    for r in runs:
+        if not r.data.params.get(m.PARAM_TRAIN_END):
+            continue
+        mv = versions.get(r.info.run_id)
+        out.append(
+            {
+                "run_id": r.info.run_id,
+                "trigger": r.data.tags.get(m.TAG_TRIGGER) or "manual",
+                "causes": [c for c in r.data.tags.get(m.TAG_TRIGGER_CAUSES, "").split(",") if c],
+                "trigger_reason": r.data.tags.get(m.TAG_TRIGGER_REASON),
+                "trigger_ds": r.data.tags.get(m.TAG_TRIGGER_DS) or None,
+                "window": [r.data.params.get(m.PARAM_TRAIN_START), r.data.params.get(m.PARAM_TRAIN_END)],
+                "metrics": dict(r.data.metrics),
+                "version": str(mv.version) if mv else None,
+                "gate": mv.tags.get(m.TAG_GATE_DECISION) if mv else None,
+                "gate_reason": mv.tags.get(m.TAG_GATE_REASON) if mv else None,
+            }
+        )
+    return out
 
 
 def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:

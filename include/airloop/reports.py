@@ -72,27 +72,39 @@ def sample_rows(settings: Settings, df: Any) -> Any:
 def drift_report(
     settings: Settings, reference: pd.DataFrame, current: pd.DataFrame, summary: bool = True
 ) -> tuple[Any, dict]:
-    """Data drift (and a data summary) of the spec's features; return the snapshot and its numbers:
-    share and count of drifted columns, Evidently's dataset-drift verdict, and per column the score,
-    the test used, its threshold and whether Evidently's test found drift."""
+    """Data drift (and a data summary) of the spec's features (those not marked ``drift: false``);
+    return the snapshot and its numbers: share and count of drifted columns, Evidently's dataset-drift
+    verdict, per column the score, the test used, its threshold and whether Evidently's test found drift,
+    and the same for the label (``target_drift``, None when a side has no labels; not in the share)."""
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataSummaryPreset
 
     spec = settings.spec
     unknown = sorted(set(settings.drift_column_methods) - set(spec.feature_names))
     if unknown:
         raise ValueError(f"drift_column_methods names unknown columns {unknown}; features: {spec.feature_names}")
-    definition = DataDefinition(numerical_columns=spec.numeric_features, categorical_columns=spec.categorical_features)
-    cols = spec.feature_names
+    cols = spec.drift_features
+    # the label too, when both sides carry it: target drift is reported on its own, not in the share
+    target = [spec.label] if all(spec.label in f and f[spec.label].notna().any() for f in (reference, current)) else []
+    classes = spec.task == "binary_classification"
+    definition = DataDefinition(
+        numerical_columns=[c for c in spec.numeric_features if c in cols] + ([] if classes else target),
+        categorical_columns=[c for c in spec.categorical_features if c in cols] + (target if classes else []),
+    )
     numbers: dict[str, Any] = {"columns": {}, "rows_reference": len(reference), "rows_current": len(current)}
     reference, current = sample_rows(settings, reference), sample_rows(settings, current)
     if len(reference) < numbers["rows_reference"] or len(current) < numbers["rows_current"]:
         numbers["sampled_rows"] = {"reference": len(reference), "current": len(current)}
-    presets = [drift_preset(settings), *([DataSummaryPreset()] if summary else [])]
+    presets = [
+        drift_preset(settings, cols),
+        *[ValueDrift(column=c) for c in target],
+        *([DataSummaryPreset(columns=cols)] if summary else []),
+    ]
     snapshot = _quiet_run(
         Report(presets, include_tests=True),
-        Dataset.from_pandas(current[cols], data_definition=definition),
-        Dataset.from_pandas(reference[cols], data_definition=definition),
+        Dataset.from_pandas(current[cols + target], data_definition=definition),
+        Dataset.from_pandas(reference[cols + target], data_definition=definition),
     )
     metrics, tests = _metrics_and_tests(snapshot)
     for m in metrics:
@@ -115,6 +127,7 @@ def drift_report(
             numbers["columns"][params["column"]]["drifted"] = failed
     if "drift_share" not in numbers or "dataset_drift" not in numbers:
         raise RuntimeError("Evidently's drift report has no DriftedColumnsCount metric and test")
+    numbers["target_drift"] = numbers["columns"].pop(spec.label, None)
     return snapshot, numbers
 
 

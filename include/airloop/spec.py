@@ -19,6 +19,7 @@ class Feature(BaseModel):
     categories: list[str] | None = None
     max_missing: float = 0.0  # share of nulls above which the batch is blocked
     warn_missing: float | None = None  # share of nulls above which a warning is recorded
+    drift: bool = True  # false: left out of the drift check (a column whose change is expected)
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -91,6 +92,11 @@ class DatasetSpec(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def drift_features(self) -> list[str]:
+        """The features the drift check compares (those not marked ``drift: false``)."""
+        return [f.name for f in self.features if f.drift]
 
     @property
     def numeric_features(self) -> list[str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airloop import lake
-from airloop import model as m
 from airloop.config import Settings
 from airloop.policy import history
-from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, training_runs, version_by_alias
+from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, training_runs, version_by_alias
 
 
 def _latest(dates: list[str]) -> str | None:
@@ -17,21 +16,10 @@ def _latest(dates: list[str]) -> str | None:
 
 def retrains(settings: Settings) -> list[dict]:
     """Every training run with its trigger, registered version and gate decision, oldest first."""
-    c = client(settings)
     out = []
     for r in training_runs(settings):
-        versions = c.search_model_versions(f"run_id='{r['run_id']}'")
-        mv = versions[0] if versions else None
         metrics = r.pop("metrics")
-        out.append(
-            {
-                **r,
-                "holdout_metric": {settings.metric: metrics.get(f"holdout_{settings.metric}")},
-                "version": str(mv.version) if mv else None,
-                "gate": mv.tags.get(m.TAG_GATE_DECISION) if mv else None,
-                "gate_reason": mv.tags.get(m.TAG_GATE_REASON) if mv else None,
-            }
-        )
+        out.append({**r, "holdout_metric": {settings.metric: metrics.get(f"holdout_{settings.metric}")}})
     return out
 
 

@@ -15,6 +15,7 @@ from airloop import lake
 from airloop import model as m
 from airloop.config import PROJECT_DIR, Settings
 from airloop.features import training_frame
+from airloop.labels import LABEL_DAY, training_labels
 from airloop.lineage import data_lineage
 from airloop.model import MODEL_TYPES, metrics, predict, predicted_class
 from airloop.registry import CHALLENGER, client
@@ -141,10 +142,13 @@ def train_model(
     spec = settings.spec
     window_days = window_days or settings.train_window_days
     model_type = model_type or settings.estimator
-    dates = training_window(settings, end_ds, window_days)
+    validated = training_window(settings, end_ds, window_days)
+    labels = training_labels(settings, validated, as_of=end_ds)
+    dates = sorted(set(labels[LABEL_DAY]))  # the validated days whose labels are known on end_ds
     if len(dates) < settings.min_train_days:
         raise ValueError(
-            f"only {len(dates)} validated days in the {window_days}-day window ending {end_ds}; "
+            f"only {len(dates)} labelled validated days ({len(validated)} validated) in the {window_days}-day "
+            f"window ending {end_ds} (labels from the {settings.label_source}, AIRLOOP_LABEL_SOURCE); "
             f"training needs at least {settings.min_train_days} (AIRLOOP_MIN_TRAIN_DAYS)"
         )
     n_eval = settings.holdout_days + settings.validation_days
@@ -153,8 +157,9 @@ def train_model(
             f"{len(dates)} validated days cannot be split into train + {settings.validation_days} validation "
             f"+ {settings.holdout_days} holdout days: widen the window or lower AIRLOOP_HOLDOUT_DAYS"
         )
-    labels = lake.read(settings, lake.VALIDATED, dates, [spec.entity, spec.timestamp, spec.label])
-    frame = training_frame(settings, labels).sort_values([spec.timestamp, spec.entity], kind="stable")
+    frame = training_frame(settings, labels.drop(columns=LABEL_DAY)).sort_values(
+        [spec.timestamp, spec.entity], kind="stable"
+    )
     day = frame[spec.timestamp].dt.strftime("%Y-%m-%d")
     splits = {  # by time: train on the past, validate on the recent slice, hold out the most recent
         "train": frame[day.isin(dates[:-n_eval])],
@@ -187,6 +192,8 @@ def train_model(
                 "window_days": window_days,
                 m.PARAM_HOLDOUT_DAYS: settings.holdout_days,
                 m.PARAM_VALIDATION_DAYS: settings.validation_days,
+                m.PARAM_LABEL_SOURCE: settings.label_source,
+                "requested_end": end_ds,
                 m.PARAM_FEATURE_SERVICE: spec.feature_service_name,
                 "features": ",".join(spec.model_features),
                 "seed": settings.seed,

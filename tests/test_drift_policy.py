@@ -1,0 +1,86 @@
+"""The default retraining policy over weeks: one lasting shift gives one retrain, then the loop settles.
+
+Six weeks of simulated days run through the package's stages in plain Python (the DAGs' task bodies,
+without Airflow's per-task overhead; tests/test_lifecycle_e2e.py covers the DAG wiring): ingest,
+validate, materialize, score with the champion, collect labels, the monitor's check, and on its
+``bootstrap`` / ``retrain`` the training run and the gate, as ``airloop_train`` does."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+START = date(2026, 1, 1)
+DAYS = 45
+SHIFT_DAY = "2026-01-16"
+
+
+def _run_day(settings, ds: str) -> dict:
+    from airloop.features import materialize_features
+    from airloop.ingest import ingest_batch
+    from airloop.labels import collect_labels
+    from airloop.monitor import run_checks
+    from airloop.policy import TRIGGER_ACTIONS, retrain_request
+    from airloop.promote import evaluate_gate
+    from airloop.score import NoChampion, plan_scoring, publish_scores, score_shard
+    from airloop.train import train_model
+    from airloop.validate import validate_batch
+
+    ingest_batch(settings, ds)
+    validate_batch(settings, ds)
+    materialize_features(settings, ds)
+    try:
+        shards = [score_shard(settings, s) for s in plan_scoring(settings, ds)]
+        publish_scores(settings, shards)
+    except NoChampion:
+        pass
+    collect_labels(settings, ds)
+    result = run_checks(settings, ds)
+    if result["action"] in TRIGGER_ACTIONS:
+        request = retrain_request(result)
+        trigger = {**request, "ds": request["trigger_ds"]}
+        trained = train_model(settings, request["end_date"], trigger=trigger)
+        result["gate"] = evaluate_gate(settings, trained["version"])["decision"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def months(tmp_path_factory):
+    from airloop.config import get_settings
+    from airloop.simulate import Scenario, simulate
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("policy") / "airloop"))
+        mp.setenv("AIRLOOP_ROWS_PER_DAY", "400")
+        mp.setenv("AIRLOOP_MIN_NEW_LABELS", "800")
+        settings = get_settings()
+        simulate(START, DAYS, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
+        days = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
+        yield settings, {ds: _run_day(settings, ds) for ds in days}
+
+
+def test_one_lasting_shift_gives_one_retrain_and_then_the_drift_stops(months):
+    settings, results = months
+    from airloop.status import collect_status
+
+    actions = {ds: r["action"] for ds, r in results.items()}
+    assert all(a in ("wait", "bootstrap", "none") for ds, a in actions.items() if ds < SHIFT_DAY), actions
+    retrains = [ds for ds, a in actions.items() if a == "retrain"]
+    assert len(retrains) == 1, f"one shift, one retrain: {actions}"
+    retrain = results[retrains[0]]
+    assert retrain["causes"] == ["drift"] and retrain["gate"] == "promoted", retrain["reason"]
+    # the change point was found at the shift, and the retrain waited for a week of the new regime
+    assert retrain["change_point"] == SHIFT_DAY
+    assert retrain["policy"]["settled_days"] >= settings.drift_settle_days
+    assert any("validated days of it so far" in r["reason"] for ds, r in results.items() if ds < retrains[0])
+    # the new champion is compared with the regime it learned: no drift is reported against it
+    later = [r for ds, r in results.items() if ds > retrains[0] and r.get("drift_share") is not None]
+    assert later, "checks ran against the new champion"
+    assert all(r["reference"][0] >= SHIFT_DAY for r in later), "its reference holds only the new regime"
+    assert sum(bool(r["dataset_drift"]) for r in later) <= 1, [(r["ds"], r["drift_share"]) for r in later]
+    assert all(r["action"] in ("none", "alert") for r in later)
+    status = collect_status(settings)
+    assert [r["trigger"] for r in status["retrains"]] == ["bootstrap", "retrain"]
