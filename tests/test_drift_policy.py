@@ -56,6 +56,7 @@ def months(tmp_path_factory):
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("policy") / "airloop"))
         mp.setenv("AIRLOOP_ROWS_PER_DAY", "400")
         mp.setenv("AIRLOOP_MIN_NEW_LABELS", "800")
+        mp.setenv("AIRLOOP_LABEL_SOURCE", "feed")  # the default (the test session pins batch)
         settings = get_settings()
         simulate(START, DAYS, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
         days = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
@@ -67,6 +68,7 @@ def test_one_lasting_shift_gives_one_retrain_and_then_the_drift_stops(months):
     from airloop.status import collect_status
 
     actions = {ds: r["action"] for ds, r in results.items()}
+    print("\n".join(f"{ds} v{r.get('champion_version')} {r['action']}: {r['reason']}" for ds, r in results.items()))
     assert all(a in ("wait", "bootstrap", "none") for ds, a in actions.items() if ds < SHIFT_DAY), actions
     retrains = [ds for ds, a in actions.items() if a == "retrain"]
     assert len(retrains) == 1, f"one shift, one retrain: {actions}"

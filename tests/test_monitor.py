@@ -205,3 +205,31 @@ def test_drift_must_persist_against_the_same_champion():
     assert drift_streak(past, "3", drifted_now=True) == 1  # a new champion starts counting again
     assert drift_streak(past, "2", drifted_now=False) == 0
     assert drift_streak([*past, {"ds": "2026-01-08", "champion_version": "2", "dataset_drift": False}], "2", True) == 1
+
+
+def test_reports_are_kept_as_snapshots_and_pruned_pages_render_again(settings, monkeypatch):
+    import json
+
+    from airloop import lake
+    from airloop.monitor import _save_report, prune_html, render_reports
+
+    monkeypatch.setenv("AIRLOOP_REPORT_HTML_DAYS", "2")
+    from airloop.config import get_settings
+
+    s = get_settings()
+    snapshot, _ = drift_report(s, _days(s, 0, 1), _days(s, 1, 1))
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    for ds in days:
+        folder = lake.monitoring(s, ds)
+        _save_report(s, snapshot, folder, "report")
+        (folder / lake.RESULT_FILE).write_text(json.dumps({"ds": ds}))
+    page = lake.monitoring(s, days[0]) / "report.html"
+    kept = lake.monitoring(s, days[0]) / "report.json.gz"
+    assert kept.stat().st_size * 20 < page.stat().st_size, "the snapshot is a small fraction of the page"
+    gone = prune_html(s, days[-1])
+    assert sorted(p.parent.name for p in gone) == ["ds=2026-01-01", "ds=2026-01-02"], "pages older than 2 days"
+    assert kept.exists() and (lake.monitoring(s, days[-2]) / "report.html").exists()
+    (again,) = render_reports(s, days[0])
+    assert again == page and page.stat().st_size > 100_000 and "<html" in page.read_text()[:2000].lower()
+    with pytest.raises(FileNotFoundError, match="no monitoring report for 2026-02-01"):
+        render_reports(s, "2026-02-01")

@@ -119,9 +119,17 @@ def models(ten_days):
     s, mp = ten_days
     out = {}
     _shuffle_labels(s, DAY[:3])
-    v1 = train_model(s, DAY[5])["version"]  # train days 1-3 (shuffled), validation day 4, holdout days 5-6
+    first = {"trigger": "bootstrap", "causes": ["bootstrap"], "reason": "no champion yet", "ds": DAY[5]}
+    v1 = train_model(s, DAY[5], trigger=first)["version"]  # train days 1-3 (shuffled), validation 4, holdout 5-6
     _restore_labels(s, DAY[:3])
     out["v1_gate"] = evaluate_gate(s, v1)
+    # the monitor does not ask for a first model again every day: back-off (cool-down 1 day, doubled once)
+    mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "1")
+    from airloop.config import get_settings
+    from airloop.monitor import run_checks
+
+    out["checks_after_refusal"] = [run_checks(get_settings(), d) for d in DAY[6:8]]
+    mp.delenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS")
     with pytest.raises(ValueError, match="needs a reason"):
         evaluate_gate(s, v1, force_reason="  ")
     out["v1_forced"] = evaluate_gate(s, v1, force_reason="bootstrap the registry for the gate test", actor="tester")
@@ -168,6 +176,15 @@ def test_first_model_below_the_floor_is_refused_and_can_only_be_forced_with_a_re
 
     tags = client(s).get_model_version(s.registered_model, v1).tags
     assert tags["airloop.gate.decision"] == "forced" and tags["airloop.gate.decided_by"] == "tester"
+
+
+def test_a_refused_first_model_is_asked_for_again_after_a_back_off_not_every_day(models):
+    _, out = models
+    held, asked = out["checks_after_refusal"]
+    assert held["action"] == "wait" and held["causes"] == []
+    assert f"refused the last 1 first model(s), the latest on {DAY[5]}" in held["reason"]
+    assert f"trying again on {DAY[7]} (2-day back-off)" in held["reason"] and "floor" in held["reason"]
+    assert asked["action"] == "bootstrap" and asked["causes"] == ["bootstrap"]
 
 
 def test_gate_refuses_on_too_few_rows_a_failing_slice_and_backfill_then_promotes_the_better_model(models):

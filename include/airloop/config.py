@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     """Consecutive checks drift must hold before a retrain."""
     drift_sample_rows: int = 100_000
     """Rows per side the drift reports read (a seeded sample above it; 0: all)."""
+    report_html_days: int = 14
+    """Days the monitor's HTML reports are kept (each ~3.7 MB); their gzipped snapshots (~1 % of that) and
+    `result.json` are kept for good, and `airloop report --date D` renders a pruned page again. 0: keep all."""
     performance_floor: float | None = None
     """Retrain when the champion's metric on labelled days is below this (default: the promotion floor)."""
     performance_window_days: int = 2

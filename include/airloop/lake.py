@@ -128,6 +128,11 @@ def monitoring(settings: Settings, ds: str) -> Path:
     return settings.monitoring_dir / folder(ds)
 
 
+def monitoring_days(settings: Settings) -> list[str]:
+    """The days with a recorded monitoring check, oldest first."""
+    return _dates_in(settings.monitoring_dir, RESULT_FILE)
+
+
 def monitoring_results(settings: Settings) -> list[Path]:
     """Every day's ``result.json``, oldest first."""
     return [monitoring(settings, d) / RESULT_FILE for d in _dates_in(settings.monitoring_dir, RESULT_FILE)]

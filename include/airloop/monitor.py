@@ -11,7 +11,8 @@ against the champion's model version.
 
 from __future__ import annotations
 
-import warnings
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,10 +21,27 @@ from airloop import lake
 from airloop import model as m
 from airloop.config import Settings
 from airloop.labels import LABEL_DAY, arrived_labels, training_labels
-from airloop.policy import decide, drift_streak, history, last_retrain, reference_days, refused_in_a_row
+from airloop.policy import (
+    cooldown_days,
+    decide,
+    drift_streak,
+    history,
+    last_retrain,
+    reference_days,
+    refused_in_a_row,
+)
 from airloop.registry import CHAMPION, client, load_holdout, load_model, training_runs, version_by_alias
-from airloop.reports import PREDICTION, drift_report, performance_report, prediction_drift_report
-from airloop.storage import write_json, write_text
+from airloop.reports import (
+    PREDICTION,
+    SNAPSHOT_SUFFIX,
+    drift_report,
+    html,
+    performance_report,
+    prediction_drift_report,
+    render_html,
+    snapshot_bytes,
+)
+from airloop.storage import write_bytes, write_json, write_text
 
 
 def _champion_holdout(settings: Settings, champ: Any) -> pd.DataFrame:
@@ -83,7 +101,20 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
         )
         if enough and active_training:
             action, reason = "alert", f"{reason}; a training run is already queued or running: no new trigger"
-        result.update(action=action, reason=reason, causes=["bootstrap"] if enough else [])
+        elif enough:  # a refused first model is not retried every day on the same data: the back-off holds it
+            runs = training_runs(settings)
+            refused = refused_in_a_row(runs)
+            last = last_retrain(ds, history(settings, before=ds), runs)
+            wait = cooldown_days(settings, refused)
+            if refused and last and date.fromisoformat(ds) - date.fromisoformat(last) < timedelta(days=wait):
+                again = (date.fromisoformat(last) + timedelta(days=wait)).isoformat()
+                action = "wait"
+                reason = (
+                    f"{reason}; the gate refused the last {refused} first model(s), the latest on {last} "
+                    f"({runs[-1]['gate_reason']}): trying again on {again} ({wait}-day back-off)"
+                )
+            result["policy"] = {"refused_in_a_row": refused, "last_retrain": last, "cooldown_days": wait}
+        result.update(action=action, reason=reason, causes=["bootstrap"] if action == "bootstrap" else [])
         return _save(settings, result)
 
     version = str(champ.version)
@@ -102,7 +133,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
         current = lake.read(settings, lake.VALIDATED, cur_dates)
         snapshot, numbers = drift_report(settings, reference, current)
         result.update(numbers)
-        result["reports"]["data"] = _save_html(snapshot, out_dir / "report.html")
+        result["reports"]["data"] = _save_report(settings, snapshot, out_dir, "report")
         streak = drift_streak(past, version, bool(result["dataset_drift"]))
         if result["dataset_drift"]:
             carried = past[-1].get("change_point") if streak > 1 and past else None
@@ -112,7 +143,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
             holdout = _champion_holdout(settings, champ)
             snap, pred_drift = prediction_drift_report(settings, holdout[PREDICTION], preds["score"])
             result["prediction_drift"] = pred_drift
-            result["reports"]["predictions"] = _save_html(snap, out_dir / "predictions.html")
+            result["reports"]["predictions"] = _save_report(settings, snap, out_dir, "predictions")
 
     # performance: the champion's predictions on the most recent days whose labels have arrived
     labels = arrived_labels(settings, ds)
@@ -133,7 +164,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
                     f"{sorted(perf)}: set AIRLOOP_PRIMARY_METRIC to one of them"
                 )
             result.update(performance_metrics=perf, performance=perf[settings.metric])
-            result["reports"]["performance"] = _save_html(snap, out_dir / "performance.html")
+            result["reports"]["performance"] = _save_report(settings, snap, out_dir, "performance")
 
     runs = training_runs(settings)
     last_end = max((r["window"][1] for r in runs), default=train_end)
@@ -178,17 +209,50 @@ def _change_point(settings: Settings, reference: pd.DataFrame, cur_dates: list[s
     return cur_dates[-1]
 
 
-def _save_html(snapshot: Any, path: Any) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        html = snapshot.get_html_str(as_iframe=False)
-    write_text(html, path)
-    return str(path)
+def _save_report(settings: Settings, snapshot: Any, out_dir: Path, name: str) -> str:
+    """Keep a report as its gzipped snapshot (for good) and as HTML (for ``report_html_days``); return the
+    HTML's path (``airloop report --date D`` renders it again once pruned)."""
+    write_bytes(snapshot_bytes(snapshot), out_dir / f"{name}{SNAPSHOT_SUFFIX}")
+    return str(write_text(html(snapshot), out_dir / f"{name}.html"))
+
+
+def prune_html(settings: Settings, ds: str) -> list[Path]:
+    """Delete the HTML reports of checks more than ``report_html_days`` before ``ds`` whose snapshot is kept
+    (0 keeps every page); return what was deleted."""
+    keep = settings.report_html_days
+    if not keep:
+        return []
+    cutoff = (date.fromisoformat(ds) - timedelta(days=keep)).isoformat()
+    gone = []
+    for day in lake.monitoring_days(settings):
+        if day > cutoff:
+            break
+        for page in lake.monitoring(settings, day).glob("*.html"):
+            if page.with_name(page.stem + SNAPSHOT_SUFFIX).exists():
+                page.unlink()
+                gone.append(page)
+    return gone
+
+
+def render_reports(settings: Settings, ds: str) -> list[Path]:
+    """The HTML pages of a day's reports, rendered again from their snapshots where pruned."""
+    folder = lake.monitoring(settings, ds)
+    snapshots = sorted(folder.glob(f"*{SNAPSHOT_SUFFIX}"))
+    if not snapshots:
+        raise FileNotFoundError(f"no monitoring report for {ds} under {folder}")
+    pages = []
+    for snap in snapshots:
+        page = folder / (snap.name.removesuffix(SNAPSHOT_SUFFIX) + ".html")
+        if not page.exists():
+            write_text(render_html(snap.read_bytes()), page)
+        pages.append(page)
+    return pages
 
 
 def _save(settings: Settings, result: dict) -> dict:
     write_json(result, lake.monitoring(settings, result["ds"]) / lake.RESULT_FILE)
     write_history_table(settings)
+    prune_html(settings, result["ds"])
     return result
 
 

@@ -101,10 +101,11 @@ def reference_days(settings: Settings, window: list[str], past: list[dict]) -> t
 
 
 def refused_in_a_row(runs: list[dict]) -> int:
-    """Retrains refused by the gate since the last one it promoted (``runs`` oldest first, with ``gate``)."""
+    """Policy-triggered runs (bootstrap, retrain) refused by the gate since the last one it promoted
+    (``runs`` oldest first, with ``gate``)."""
     k = 0
     for r in reversed(runs):
-        if r.get("trigger") != "retrain" or r.get("gate") is None:
+        if r.get("trigger") not in TRIGGER_ACTIONS or r.get("gate") is None:
             continue
         if r["gate"] != "refused":
             break

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from airloop import lake
 from airloop.config import Settings
 from airloop.policy import history
 from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, training_runs, version_by_alias
+from airloop.reports import SNAPSHOT_SUFFIX
 
 
 def _latest(dates: list[str]) -> str | None:
     return dates[-1] if dates else None
+
+
+def _kept(page: str) -> str:
+    path = Path(page)
+    return page if path.exists() else str(path.with_name(path.stem + SNAPSHOT_SUFFIX))
 
 
 def retrains(settings: Settings) -> list[dict]:
@@ -53,7 +60,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "latest_scored": _latest(scored),
         "quarantined": lake.dates(settings, lake.QUARANTINE),
         "predictions": [str(lake.data_file(settings, lake.PREDICTIONS, d)) for d in scored],
-        "reports": [r["report"] for r in checks if r.get("report")],
+        # the page, or its kept snapshot once the page is pruned (`airloop report --date D` renders it again)
+        "reports": [_kept(r["report"]) for r in checks if r.get("report")],
         "drift_events": events,
         "retrains": runs,
     }

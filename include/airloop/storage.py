@@ -54,6 +54,12 @@ def write_text(text: str, target: Path) -> Path:
     return target
 
 
+def write_bytes(data: bytes, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
 def file_sha256(path: Path) -> str:
     """Content hash of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

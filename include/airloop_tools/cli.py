@@ -135,6 +135,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from airloop.monitor import render_reports
+
+    pages = [str(p) for p in render_reports(get_settings(), args.date)]
+    _emit(args, {"ds": args.date, "pages": pages}, "\n".join(pages))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from airloop_tools.runner import run_range
 
@@ -263,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default: AIRLOOP_SERVE_WORKERS, 1)")
 
     add("status", cmd_status, "Show champion/challenger, partitions, quarantine, drift events and retrains.")
+
+    p = add("report", cmd_report, "The HTML pages of a day's monitoring reports (rendered again if pruned).")
+    p.add_argument("--date", required=True, help="the checked day, YYYY-MM-DD")
 
     add(
         "features-env",

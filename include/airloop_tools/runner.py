@@ -21,6 +21,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from airloop import lake
 from airloop.config import PROJECT_DIR, Settings, get_settings
 
@@ -123,6 +125,7 @@ def run_dates(days: list[date], force: bool = False) -> list[dict]:
             continue
         entry = {"ds": ds, DAILY: run(dags[DAILY], day), MONITOR: run(dags[MONITOR], day)}
         entry[TRAIN] = run_triggered(dags)
+        entry["rss_mb"] = round(psutil.Process().memory_info().rss / 2**20)  # memory stays flat over a long run
         print(_line(entry), flush=True)
         log.append(entry)
     return log
@@ -167,11 +170,17 @@ def summarize(settings: Settings, log: list[dict], seconds: float) -> dict:
     status["days"] = log
     status["wall_seconds"] = seconds
     status["stage_seconds"] = stage_seconds()
+    status["disk_mb"] = disk_mb(settings)
     path = settings.home / "run_summary.json"
     path.write_text(json.dumps(status, indent=2, default=str) + "\n")
     print(render_status(status))
     top = ", ".join(f"{k} {v:.0f} s" for k, v in list(status["stage_seconds"].items())[:5])
     print(f"Ran {len(log)} days in {seconds:.0f} s; slowest tasks (total): {top}")
+    disk = status["disk_mb"]
+    print(
+        f"Disk: {disk['total']:.0f} MB under the home ({', '.join(f'{k} {v:.0f}' for k, v in disk['parts'].items())}); "
+        f"memory of this process: {log[-1]['rss_mb'] if log else '-'} MB"
+    )
     print(
         "Browse it: 'make airflow' (Airflow UI, http://127.0.0.1:8080, admin/admin) and 'make mlflow-ui' "
         "(MLflow UI, http://127.0.0.1:5000) on this same state. Summary JSON:"
@@ -181,21 +190,35 @@ def summarize(settings: Settings, log: list[dict], seconds: float) -> dict:
     return status
 
 
+def disk_mb(settings: Settings) -> dict:
+    """Disk used under the home, in MB: the total and its parts of at least 1 MB (lake zones, monitoring,
+    MLflow, Airflow...), largest first."""
+
+    def size(path: Path) -> float:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+    top = [p for p in settings.home.iterdir() if p.is_dir() and p != settings.lake_dir]
+    zones = [z for z in settings.lake_dir.iterdir() if z.is_dir()] if settings.lake_dir.exists() else []
+    parts = {str(p.relative_to(settings.home)): size(p) for p in top + zones}
+    shown = dict(sorted(((k, v) for k, v in parts.items() if v >= 1), key=lambda kv: -kv[1]))
+    return {"total": sum(parts.values()), "parts": shown}
+
+
 def _line(entry: dict) -> str:
     from airloop.config import get_settings
 
     settings = get_settings()
     ds = entry["ds"]
     parts = [f"[{ds}]"]
-    if (lake.data_file(settings, "validated", ds)).exists():
+    if (lake.data_file(settings, lake.VALIDATED, ds)).exists():
         parts.append("ingested+validated")
-    elif (lake.partition(settings, "quarantine", ds) / "REASON.txt").exists():
-        parts.append("QUARANTINED (see REASON.txt)")
-    if entry[DAILY] == "success" and (lake.data_file(settings, "features", ds)).exists():
+    elif (lake.partition(settings, lake.QUARANTINE, ds) / lake.REASON_FILE).exists():
+        parts.append(f"QUARANTINED (see {lake.REASON_FILE})")
+    if entry[DAILY] == "success" and (lake.data_file(settings, lake.FEATURES, ds)).exists():
         parts.append("features materialized")
-    if (lake.data_file(settings, "predictions", ds)).exists():
+    if (lake.data_file(settings, lake.PREDICTIONS, ds)).exists():
         parts.append("scored")
-    result = lake.monitoring(settings, ds) / "result.json"
+    result = lake.monitoring(settings, ds) / lake.RESULT_FILE
     if result.exists():
         r = json.loads(result.read_text())
         parts.append(f"monitor: {r['action']} ({r['reason']})")
