@@ -100,6 +100,11 @@ def test_string_entity_ids_run_the_same_way(tmp_path):
     assert out["status"]["champion_version"] is not None
     preds = pd.read_parquet(out["status"]["predictions"][-1])
     assert set(preds["station"]) == {"S-007"}
+    day = Path(out["status"]["predictions"][-1]).parent.name.removeprefix("ds=")
+    lineage = [AIRLOOP, "lineage", "--date", day, "--entity", "S-007", "--json"]
+    trace = subprocess.run(lineage, capture_output=True, text=True, env=out["env"])
+    assert trace.returncode == 0, trace.stderr[-2000:]
+    assert str(json.loads(trace.stdout)["model_version"]["version"]) == str(preds["model_version"].iloc[0])
 
 
 def test_the_demo_keeps_a_users_home_and_its_console_has_no_error(hourly, tmp_path):

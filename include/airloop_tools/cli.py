@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("lineage", cmd_lineage, "Trace a prediction back to model, run, training window and raw files.")
     p.add_argument("--date", required=True, help="the scored day, YYYY-MM-DD")
-    p.add_argument("--entity", required=True, type=int, help="the entity key of the prediction row")
+    p.add_argument("--entity", required=True, help="the entity key of the prediction row (an id of the spec's type)")
 
     p = add("serve", cmd_serve, "Real-time scoring service: POST /predict scores entities with the champion.")
     p.add_argument("--host", help="bind address (default: AIRLOOP_SERVE_HOST, 127.0.0.1)")
