@@ -127,14 +127,16 @@ def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     previous = results[RETRAIN_DAY]["champion_version"]
     assert mv.tags["airloop.gate.champion_version"] == previous
     assert {"airloop.gate.challenger_roc_auc", "airloop.gate.champion_roc_auc"} <= set(mv.tags)
-    promoted = retrains[0]["gate"] == "promoted"
-    assert retrains[0]["gate"] in ("promoted", "refused") and retrains[0]["gate_reason"]
-    assert str(version_by_alias(settings, "champion").version) == (retrains[0]["version"] if promoted else previous)
+    # the data is seeded, so the decision is pinned: the retrain (trained 2 days into the shift) is not shown to
+    # be non-inferior to the champion on the same rows: the lower end of the CI of the difference is below
+    # the margin; the numbers on the version agree with the decision
+    assert retrains[0]["gate"] == "refused" and mv.tags["airloop.gate.failed_rules"] == "non_inferiority"
+    ci = float(mv.tags["airloop.gate.ci_low"]), float(mv.tags["airloop.gate.ci_high"])
+    assert ci[0] < -settings.promotion_tolerance < ci[1]
+    assert str(version_by_alias(settings, "champion").version) == previous
+    # the same champion still drifts: the cool-down, doubled after the refusal, holds the next retrain back
     last = results[LAST_DAY]
-    if promoted:  # a new champion: drift is measured against its own window and must persist again
-        assert last["champion_version"] == retrains[0]["version"] and last["action"] in ("none", "alert")
-    else:  # the same champion still drifts: the cool-down holds the retrain back
-        assert last["action"] == "cooldown" and "cool-down" in last["reason"]
+    assert last["action"] == "cooldown" and "4-day cool-down (backed off after 1 refused" in last["reason"]
 
 
 def test_monitor_branch_is_really_taken(lifecycle):
