@@ -299,3 +299,39 @@ def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
     # the CLI rolls forward again (a rollback of the rollback)
     assert main(["rollback", "--reason", "fixed upstream", "--json"]) == 0
     assert _aliases(s)["champion"] == v2
+
+
+def test_the_cli_gate_exits_by_decision_and_lineage_flags_a_tampered_raw_file(models):
+    """Runs last in this module: it moves the champion alias."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from airloop.lineage import trace_prediction
+
+    s, out = models
+    _, v2, v3 = out["versions"]
+    airloop = str(Path(sys.executable).with_name("airloop"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([airloop, *args], capture_output=True, text=True, env={**os.environ})
+
+    refused = cli("promote", "--version", v3, "--json")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["decision"] == "refused", refused.stderr[-2000:]
+    no_reason = cli("promote", "--version", v3, "--force")
+    assert no_reason.returncode == 2 and "--force needs --reason" in no_reason.stderr
+    forced = cli("promote", "--version", v3, "--force", "--reason", "cli test")
+    assert forced.returncode == 0 and _aliases(s)["champion"] == v3, forced.stderr[-2000:]
+
+    # lineage re-hashes the raw files a model was trained on: an edited one is reported as not matching
+    entity = pd.read_parquet(lake.data_file(s, "predictions", DAY[9]))[s.spec.entity].iloc[0]
+    raw = lake.data_file(s, "raw", DAY[0])
+    original = raw.read_bytes()
+    try:
+        raw.write_bytes(original + b"tampered")
+        chain = trace_prediction(s, DAY[9], entity)
+        intact = {d["ds"]: d["raw_intact"] for d in chain["training_data"]}
+        assert intact[DAY[0]] is False and all(ok for ds, ok in intact.items() if ds != DAY[0])
+    finally:
+        raw.write_bytes(original)
