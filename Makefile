@@ -60,8 +60,8 @@ settings: install  ## load airflow_settings.yaml (connections, variables, pools)
 	@mkdir -p "$(AIRFLOW_HOME)" && airflow db migrate >/dev/null
 	@airloop load-settings
 
-airflow: settings $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state
-	airflow standalone
+airflow: settings $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state, on loopback (AIRFLOW__API__HOST to expose it)
+	AIRFLOW__API__HOST=$${AIRFLOW__API__HOST:-127.0.0.1} airflow standalone
 
 mlflow-ui: install  ## MLflow UI on the demo's state
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db"

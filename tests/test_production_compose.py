@@ -4,6 +4,7 @@ checked against the profile that tests/test_production_topology.py runs live. No
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -202,3 +203,22 @@ def test_serve_reads_the_workers_stores_needs_a_token_and_checks_readiness(compo
         assert env[key] == worker[key], key
     assert env["AIRLOOP_SERVE_TOKEN"] and serve["command"][:2] == ["airloop", "serve"]
     assert "/ready" in " ".join(serve["healthcheck"]["test"])
+
+
+def test_local_ui_targets_bind_loopback_unless_told_otherwise():
+    """`make airflow` and `make mlflow-ui` (what a user runs on a laptop) listen on 127.0.0.1 only: the
+    recipe's own line, with `airflow standalone` swapped for asking Airflow which host its api-server uses."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__API__HOST"}
+
+    def dry(target: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "-s", target], cwd=root, capture_output=True, text=True, env=env)
+        return out.stdout.splitlines()
+
+    (line,) = [x for x in dry("airflow") if x.rstrip().endswith("airflow standalone")]
+    ask = line.replace("airflow standalone", f"{Path(sys.executable).with_name('airflow')} config get-value api host")
+    for exposed, host in ((None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")):
+        run_env = env if exposed is None else {**env, "AIRFLOW__API__HOST": exposed}
+        got = subprocess.run(["sh", "-c", ask], capture_output=True, text=True, env=run_env)
+        assert got.stdout.strip() == host, got.stderr[-1000:]
+    assert any("--host 127.0.0.1" in x for x in dry("mlflow-ui"))
