@@ -15,7 +15,7 @@ import yaml
 from airloop import lake
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import atomic_path, date_range, iter_batches, split_by_key, write_parquet
+from airloop.storage import atomic_path, date_range, exclusive, iter_batches, split_by_key, write_parquet
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -196,11 +196,12 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     keeps the last write)."""
 
     rows, entities = write_features(settings, ds)
-    store = apply_repo(settings)
-    days = lake.dates(settings, lake.FEATURES, start=ds)
-    for day in days:
-        for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), ONLINE_WRITE_ROWS):
-            store.write_to_online_store(settings.spec.feature_view_name, batch.to_pandas())
+    with exclusive(settings.feast_dir / ".airloop.lock"):  # Feast's registry and online store: one writer at a time
+        store = apply_repo(settings)
+        days = lake.dates(settings, lake.FEATURES, start=ds)
+        for day in days:
+            for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), ONLINE_WRITE_ROWS):
+                store.write_to_online_store(settings.spec.feature_view_name, batch.to_pandas())
     start, end = _day_bounds(ds)
     return {
         "ds": ds,

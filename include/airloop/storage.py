@@ -34,6 +34,22 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (``flock``: released when the process dies) while the
+    block runs: for shared project files that their libraries rewrite in place (the GX project, Feast's
+    registry and SQLite online store), so two runs of the same day, or a release during a run, take turns."""
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_parquet(df: pd.DataFrame, target: Path, row_group_size: int | None = None) -> Path:
     """Write ``df`` to ``target`` atomically (deterministic bytes for the same frame)."""
     with atomic_path(target) as tmp:

@@ -23,7 +23,7 @@ from airloop import lake
 from airloop.config import Settings
 from airloop.quarantine import quarantine_batch
 from airloop.spec import DatasetSpec
-from airloop.storage import atomic_path, iter_batches, split_by_key, write_json
+from airloop.storage import atomic_path, exclusive, iter_batches, split_by_key, write_json
 
 NUMERIC_TYPES = ["int64", "Int64", "int32", "float64", "Float64"]
 GENERATED = {"generated_by": "airloop"}
@@ -203,6 +203,11 @@ def check_frame(settings: Settings, df: pd.DataFrame, ds: str) -> dict:
     return summarize(result)
 
 
+def gx_lock(settings: Settings) -> Path:
+    """The lock file of the GX project under the home (see ``storage.exclusive``)."""
+    return settings.home / "gx" / ".airloop.lock"
+
+
 def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict, str | None]:
     """Validate through a GX Checkpoint in the file context under ``home/gx``: the result is kept
     and rendered into the Data Docs site, so every run's validation can be browsed later.
@@ -211,33 +216,34 @@ def run_checkpoint(settings: Settings, df: pd.DataFrame, ds: str) -> tuple[dict,
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
-    context = gx.get_context(mode="file", project_root_dir=str(settings.home))
-    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_or_update_pandas("airloop")
-    asset = next((a for a in source.assets if a.name == "daily_batch"), None) or source.add_dataframe_asset(
-        "daily_batch"
-    )
-    batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
-    batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add_or_update(load_suite(settings))
-    vd = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name="airloop_daily_batch", data=batch_def, suite=suite)
-    )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name="airloop_daily",
-            validation_definitions=[vd],
-            actions=[UpdateDataDocsAction(name="docs")],
-            result_format=RESULT_FORMAT,
+    with exclusive(gx_lock(settings)):  # one writer of the GX project at a time
+        context = gx.get_context(mode="file", project_root_dir=str(settings.home))
+        context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+        source = context.data_sources.add_or_update_pandas("airloop")
+        asset = next((a for a in source.assets if a.name == "daily_batch"), None) or source.add_dataframe_asset(
+            "daily_batch"
         )
-    )
-    run = checkpoint.run(
-        batch_parameters={"dataframe": df}, expectation_parameters=interval(ds), run_id=RunIdentifier(run_name=ds)
-    )
-    (identifier, result), *_ = run.run_results.items()
-    urls = context.get_docs_sites_urls(resource_identifier=identifier)
-    page = urls[0]["site_url"].removeprefix("file://") if urls else None
-    return summarize(result), page
+        batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
+        batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add_or_update(load_suite(settings))
+        vd = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name="airloop_daily_batch", data=batch_def, suite=suite)
+        )
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name="airloop_daily",
+                validation_definitions=[vd],
+                actions=[UpdateDataDocsAction(name="docs")],
+                result_format=RESULT_FORMAT,
+            )
+        )
+        run = checkpoint.run(
+            batch_parameters={"dataframe": df}, expectation_parameters=interval(ds), run_id=RunIdentifier(run_name=ds)
+        )
+        (identifier, result), *_ = run.run_results.items()
+        urls = context.get_docs_sites_urls(resource_identifier=identifier)
+        page = urls[0]["site_url"].removeprefix("file://") if urls else None
+        return summarize(result), page
 
 
 def _merge(parts: list[Any]) -> Any:
@@ -358,13 +364,14 @@ def run_chunked(settings: Settings, raw: Path, ds: str) -> tuple[dict, str | Non
         statistics=stats._asdict(),
         meta={"run_id": ds, "chunk_rows": settings.chunk_rows, "rows": file.metadata.num_rows},
     )
-    docs = gx.get_context(mode="file", project_root_dir=str(settings.home))
     key = ValidationResultIdentifier(
         ExpectationSuiteIdentifier(name=suite["name"]), RunIdentifier(run_name=ds), "airloop-daily_batch-chunked"
     )
-    docs.validation_results_store.set(key, merged)
-    docs.build_data_docs(resource_identifiers=[key])
-    urls = docs.get_docs_sites_urls(resource_identifier=key)
+    with exclusive(gx_lock(settings)):
+        docs = gx.get_context(mode="file", project_root_dir=str(settings.home))
+        docs.validation_results_store.set(key, merged)
+        docs.build_data_docs(resource_identifiers=[key])
+        urls = docs.get_docs_sites_urls(resource_identifier=key)
     return summarize(merged), urls[0]["site_url"].removeprefix("file://") if urls else None
 
 
