@@ -1,6 +1,6 @@
 """The default retraining policy over weeks: one lasting shift gives one retrain, then the loop settles.
 
-Six weeks of simulated days run through the package's stages in plain Python (the DAGs' task bodies,
+Five weeks of simulated days run through the package's stages in plain Python (the DAGs' task bodies,
 without Airflow's per-task overhead; tests/test_lifecycle_e2e.py covers the DAG wiring): ingest,
 validate, materialize, score with the champion, collect labels, the monitor's check, and on its
 ``bootstrap`` / ``retrain`` the training run and the gate, as ``airloop_train`` does."""
@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 START = date(2026, 1, 1)
-DAYS = 45
+DAYS = 36  # the retrain comes a week after the shift; then two weeks against the new champion
 SHIFT_DAY = "2026-01-16"
 
 
@@ -54,8 +54,8 @@ def months(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("policy") / "airloop"))
-        mp.setenv("AIRLOOP_ROWS_PER_DAY", "400")
-        mp.setenv("AIRLOOP_MIN_NEW_LABELS", "800")
+        mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
+        mp.setenv("AIRLOOP_MIN_NEW_LABELS", "600")
         mp.setenv("AIRLOOP_LABEL_SOURCE", "feed")  # the default (the test session pins batch)
         settings = get_settings()
         simulate(START, DAYS, settings, [Scenario.parse(f"covariate_shift@{SHIFT_DAY}")])
