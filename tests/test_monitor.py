@@ -233,3 +233,26 @@ def test_reports_are_kept_as_snapshots_and_pruned_pages_render_again(settings, m
     assert again == page and page.stat().st_size > 100_000 and "<html" in page.read_text()[:2000].lower()
     with pytest.raises(FileNotFoundError, match="no monitoring report for 2026-02-01"):
         render_reports(s, "2026-02-01")
+
+
+def test_a_weekly_rhythm_is_not_drift_over_whole_weeks_but_a_short_window_sees_it(settings):
+    """weekly_seasonality alone for 30 days, checked as the monitor does (reference: two whole weeks):
+    no dataset drift in any 7-day window, while 3-day windows flag some weekends."""
+    rhythm = [Scenario.parse("weekly_seasonality@2026-01-01")]
+    days = {i: simulate_day(START + timedelta(days=i), settings, rhythm) for i in range(30)}
+    reference = pd.concat([days[i] for i in range(14)])
+    week = [drift_report(settings, reference, pd.concat([days[j] for j in range(i - 6, i + 1)]), summary=False)[1]
+            for i in range(20, 30)]  # fmt: skip
+    assert not any(n["dataset_drift"] for n in week), [round(n["drift_share"], 2) for n in week]
+    short = [drift_report(settings, reference, pd.concat([days[j] for j in range(i - 2, i + 1)]), summary=False)[1]
+             for i in range(20, 27)]  # fmt: skip
+    assert any(n["dataset_drift"] for n in short), "the rhythm is strong enough that a 3-day window drifts"
+
+
+def test_gradual_drift_grows_day_by_day(settings):
+    creep = [Scenario.parse("gradual_drift@2026-01-15")]
+    reference = _days(settings, 0, 7, creep)
+    shares = [drift_report(settings, reference, _days(settings, first, 3, creep), summary=False)[1]["columns"]
+              for first in (14, 24, 44)]  # fmt: skip
+    charges = [c["monthly_charges"]["score"] for c in shares]
+    assert charges[0] < charges[1] < charges[2], charges

@@ -19,7 +19,18 @@ from airloop import lake
 from airloop.config import Settings
 from airloop.storage import atomic_path
 
-SCENARIOS = ("covariate_shift", "concept_drift", "schema_break", "missing_burst", "duplicates")
+SCENARIOS = (
+    "covariate_shift",
+    "concept_drift",
+    "schema_break",
+    "missing_burst",
+    "duplicates",
+    "gradual_drift",
+    "weekly_seasonality",
+)
+# a weekly rhythm with no drift: usage peaks at the weekend, support calls and payment failures on Monday
+WEEKDAY_USAGE = np.array([0.8, 0.85, 0.9, 0.95, 1.1, 1.6, 1.7])
+WEEKDAY_EXTRA_CALLS = np.array([1.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0])
 PLANS = np.array(["basic", "standard", "premium"])
 REGIONS = np.array(["north", "south", "east", "west"])
 
@@ -67,10 +78,11 @@ def simulate_day(day: date, settings: Settings, scenarios: list[Scenario] = ()) 
     business = BUSINESSES.get(settings.spec.name)
     if business is None:
         raise ValueError(f"no simulator for dataset {settings.spec.name!r}; simulators: {sorted(BUSINESSES)}")
-    return business(day, settings, {s.name for s in scenarios if s.active(day)})
+    return business(day, settings, {s.name: (day - s.start).days for s in scenarios if s.active(day)})
 
 
-def _churn_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
+def _churn_day(day: date, settings: Settings, active: dict[str, int]) -> pd.DataFrame:
+    """``active``: the scenarios active on ``day``, with the days since each one began."""
     """Subscription churn: a snapshot of a sample of customers, label ``churned``."""
     rng = np.random.default_rng([settings.seed, day.toordinal()])
     pop = _customers(settings.seed, settings.customers)
@@ -87,6 +99,13 @@ def _churn_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
         charges = charges * 1.45
         usage = usage * 0.45
         calls = calls + rng.poisson(2.0, n)
+    if "gradual_drift" in active:  # prices creep up 1 % a day, usage down 1 % a day
+        charges = charges * (1 + 0.01 * active["gradual_drift"])
+        usage = usage * (1 - 0.01 * min(active["gradual_drift"], 60))
+    if "weekly_seasonality" in active:
+        usage = usage * WEEKDAY_USAGE[day.weekday()]
+        calls = calls + rng.poisson(WEEKDAY_EXTRA_CALLS[day.weekday()], n)
+        failures = failures + rng.poisson(WEEKDAY_EXTRA_CALLS[day.weekday()], n)
 
     plan = c["plan"].to_numpy()
     logit = (
@@ -130,9 +149,9 @@ def _churn_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
     return df
 
 
-def _demand_day(day: date, settings: Settings, active: set[str]) -> pd.DataFrame:
+def _demand_day(day: date, settings: Settings, active: dict[str, int]) -> pd.DataFrame:
     """Store demand (regression): units sold per store and day from price, promotion, weather and footfall."""
-    unsupported = active - {"covariate_shift", "concept_drift"}
+    unsupported = set(active) - {"covariate_shift", "concept_drift"}
     if unsupported:
         raise ValueError(f"the store_demand simulator has no scenario {sorted(unsupported)}")
     base = np.random.default_rng([settings.seed, 2])
