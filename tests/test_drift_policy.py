@@ -86,3 +86,8 @@ def test_one_lasting_shift_gives_one_retrain_and_then_the_drift_stops(months):
     assert all(r["action"] in ("none", "alert") for r in later)
     status = collect_status(settings)
     assert [r["trigger"] for r in status["retrains"]] == ["bootstrap", "retrain"]
+    # status tells the episode's story: when it began, what answered it, when it was over
+    (episode,) = status["drift_episodes"]
+    assert episode["change_point"] == SHIFT_DAY and episode["last_flagged"] == retrains[0]
+    assert episode["retrain"] == {"trigger_ds": retrains[0], "version": "2", "gate": "promoted"}
+    assert episode["resolved"] == later[0]["ds"]

@@ -256,3 +256,26 @@ def test_gradual_drift_grows_day_by_day(settings):
               for first in (14, 24, 44)]  # fmt: skip
     charges = [c["monthly_charges"]["score"] for c in shares]
     assert charges[0] < charges[1] < charges[2], charges
+
+
+def test_status_tells_each_drift_episode_with_its_answer_and_end():
+    from airloop.status import drift_episodes
+
+    checks = [
+        {"ds": "2026-01-05", "dataset_drift": False},
+        {"ds": "2026-01-06", "dataset_drift": True, "change_point": "2026-01-06"},
+        {"ds": "2026-01-07", "dataset_drift": True, "change_point": "2026-01-06"},
+        {"ds": "2026-01-08", "dataset_drift": None},  # no check possible that day: the episode goes on
+        {"ds": "2026-01-09", "dataset_drift": False},
+        {"ds": "2026-01-12", "dataset_drift": True, "change_point": "2026-01-11"},
+    ]
+    runs = [
+        {"trigger": "bootstrap", "trigger_ds": "2026-01-04", "version": "1", "gate": "promoted"},
+        {"trigger": "retrain", "trigger_ds": "2026-01-07", "version": "2", "gate": "promoted"},
+    ]
+    first, second = drift_episodes(checks, runs)
+    assert first == {
+        "change_point": "2026-01-06", "first_flagged": "2026-01-06", "last_flagged": "2026-01-07", "checks": 2,
+        "resolved": "2026-01-09", "retrain": {"trigger_ds": "2026-01-07", "version": "2", "gate": "promoted"},
+    }  # fmt: skip
+    assert second["change_point"] == "2026-01-11" and second["resolved"] is None and second["retrain"] is None

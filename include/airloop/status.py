@@ -30,6 +30,28 @@ def retrains(settings: Settings) -> list[dict]:
     return out
 
 
+def drift_episodes(checks: list[dict], runs: list[dict]) -> list[dict]:
+    """Each drift episode: the run of consecutive drifted checks, when the change began, the retrain that
+    answered it (the first policy retrain triggered during it, with its gate decision), and the first check
+    without drift after it (None while it lasts)."""
+    episodes: list[dict] = []
+    current: dict | None = None
+    for c in checks:
+        if c.get("dataset_drift"):
+            if current is None:
+                current = {"change_point": c.get("change_point"), "first_flagged": c["ds"], "checks": 0}
+                episodes.append(current)
+            current.update(last_flagged=c["ds"], checks=current["checks"] + 1, resolved=None)
+        elif current is not None and c.get("dataset_drift") is False:
+            current["resolved"] = c["ds"]
+            current = None
+    for e in episodes:
+        end = e["resolved"] or "9999-12-31"
+        answer = [r for r in runs if r["trigger"] == "retrain" and e["first_flagged"] <= (r["trigger_ds"] or "") < end]
+        e["retrain"] = {k: answer[0][k] for k in ("trigger_ds", "version", "gate")} if answer else None
+    return episodes
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     """The current state of the loop as a JSON-ready dict (``airloop status --json``)."""
     aliases = {a: version_by_alias(settings, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)}
@@ -63,6 +85,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         # the page, or its kept snapshot once the page is pruned (`airloop report --date D` renders it again)
         "reports": [_kept(r["report"]) for r in checks if r.get("report")],
         "drift_events": events,
+        "drift_episodes": drift_episodes(checks, runs),
         "retrains": runs,
     }
 
@@ -77,8 +100,14 @@ def render_status(status: dict[str, Any]) -> str:
         f"scored {status['latest_scored']}; quarantined: {', '.join(status['quarantined']) or 'none'}",
         f"  predictions: {len(status['predictions'])} days; drift reports: {len(status['reports'])}",
     ]
-    for e in status["drift_events"]:
-        lines.append(f"  drift on {e['ds']}: share {e['drift_share']:.2f} -> {e['action']} {e['retrain_runs']}")
+    for e in status["drift_episodes"]:
+        answer = e["retrain"]
+        answered = f"retrained on {answer['trigger_ds']} -> v{answer['version']} {answer['gate']}" if answer else ""
+        lines.append(
+            f"  drift episode from {e['change_point'] or e['first_flagged']} ({e['checks']} drifted checks, "
+            f"{e['first_flagged']}..{e['last_flagged']}): {answered or 'no retrain'}; "
+            + (f"resolved {e['resolved']}" if e["resolved"] else "ongoing")
+        )
     for r in status["retrains"]:
         lines.append(
             f"  training ({r['trigger_reason']}, {r['window'][0]}..{r['window'][1]}) -> v{r['version']} "
