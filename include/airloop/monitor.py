@@ -114,7 +114,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
                     f"({runs[-1]['gate_reason']}): trying again on {again} ({wait}-day back-off)"
                 )
             result["policy"] = {"refused_in_a_row": refused, "last_retrain": last, "cooldown_days": wait}
-        result.update(action=action, reason=reason, causes=["bootstrap"] if action == "bootstrap" else [])
+        result.update(action=action, reason=reason, causes=["bootstrap"] if action in ("bootstrap", "alert") else [])
         return _save(settings, result)
 
     version = str(champ.version)
