@@ -54,3 +54,21 @@ def test_the_same_day_run_twice_at_once_gives_identical_partitions(settings):
     sample = newest.sample(20, random_state=0)
     online = online_features(settings, sample[settings.spec.entity].tolist())
     assert online["tenure_months"].tolist() == sample["tenure_months"].tolist()
+
+
+def test_days_run_out_of_order_give_the_same_features_as_in_order(tmp_path, monkeypatch):
+    """A backfill does not order its days: the newer day computed first (without the older day's rows in
+    its aggregate windows) is computed again when the older day arrives."""
+    from airloop.config import get_settings
+    from airloop.simulate import simulate
+
+    homes = {}
+    for order in (["2026-01-01", "2026-01-02"], ["2026-01-02", "2026-01-01"]):
+        home = tmp_path / "-".join(order)
+        monkeypatch.setenv("AIRLOOP_HOME", str(home))
+        s = get_settings()
+        simulate(date(2026, 1, 1), 2, s)
+        for ds in order:
+            _daily_stages(str(home), ds)
+        homes[order[0]] = {ds: _digests(s, ds) for ds in ("2026-01-01", "2026-01-02")}
+    assert homes["2026-01-02"] == homes["2026-01-01"]

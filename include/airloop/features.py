@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +191,21 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store
     with Feast's ``write_to_online_store``, in batches of ``ONLINE_WRITE_ROWS`` (Feast's
     ``materialize`` converts the whole window to protobuf objects at once: ~8 GB for 1 M rows). A
-    backfill of an older day also rewrites the newer days already written, oldest first, so the
-    online store keeps each entity's latest values whatever the order of runs (the SQLite store
-    keeps the last write)."""
+    backfill of an older day also computes again the newer days whose aggregate windows reach it, and
+    rewrites the newer days into the online store, oldest first, so offline values and the online
+    store's latest values do not depend on the order of runs (the SQLite store keeps the last write).
+    Runs take turns (a lock on the Feast folder)."""
 
-    rows, entities = write_features(settings, ds)
-    with exclusive(settings.feast_dir / ".airloop.lock"):  # Feast's registry and online store: one writer at a time
+    with exclusive(settings.feast_dir / ".airloop.lock"):  # the features zone, Feast's registry and online store
+        rows, entities = write_features(settings, ds)
+        # newer days already written whose aggregate windows reach back to ds were computed without it (a
+        # backfill out of order, a late day): compute them again, so the order of runs never changes a value
+        reach = max((a.window_days for a in settings.spec.aggregates), default=0)
+        if reach:
+            last = (date.fromisoformat(ds) + timedelta(days=reach)).isoformat()
+            for later in lake.dates(settings, lake.FEATURES, start=ds, end=last):
+                if later > ds:
+                    write_features(settings, later)
         store = apply_repo(settings)
         days = lake.dates(settings, lake.FEATURES, start=ds)
         for day in days:
