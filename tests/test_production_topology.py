@@ -56,6 +56,8 @@ SHORT_HISTORY = {
     "AIRLOOP_DRIFT_PERSIST_CHECKS": "1",
     "AIRLOOP_DRIFT_CURRENT_DAYS": "3",
     "AIRLOOP_DRIFT_SETTLE_DAYS": "1",
+    # labels from the batch: the first champion on day 3 (the label feed's delay would move it a day later)
+    "AIRLOOP_LABEL_SOURCE": "batch",
     "AIRLOOP_GATE_MIN_ROWS": "300",
     "AIRLOOP_GATE_RULES": '["floor", "min_rows", "non_inferiority", "budget", "validation"]',
 }
