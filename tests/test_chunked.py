@@ -47,6 +47,8 @@ def _run(settings, monkeypatch, chunk_rows: int) -> tuple[pd.DataFrame, dict, di
         checked = json.loads((lake.partition(s, "quarantine", DAY) / "validation.json").read_text())
         assert pd.read_parquet(lake.data_file(s, "quarantine", DAY)).equals(raw)
     assert page.is_file() and "support_calls_30d" in page.read_text()  # the Data Docs page
+    # which path ran: a day larger than chunk_rows is validated in chunks (its own Data Docs batch id)
+    assert ("daily_batch-chunked" in str(page)) is (len(raw) > chunk_rows), page
     for key in ("sha256", "path"):  # the row groups differ with the chunk size, the rows do not
         ingested.pop(key)
     return raw, ingested, checked
