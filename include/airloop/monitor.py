@@ -99,6 +99,11 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
             f"no champion yet; {labelled} labelled validated days ({'enough' if enough else 'need'} "
             f"{settings.min_train_days} to train)"
         )
+        if settings.label_source == "feed" and not lake.dates(settings, lake.LABELS, end=ds):
+            reason += (
+                f"; no label has arrived in the label feed ({lake.label_landing(settings)}/): set "
+                "AIRLOOP_LABEL_SOURCE=batch if your daily batches carry their final labels"
+            )
         if enough and active_training:
             action, reason = "alert", f"{reason}; a training run is already queued or running: no new trigger"
         elif enough:  # a refused first model is not retried every day on the same data: the back-off holds it
