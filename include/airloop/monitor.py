@@ -99,7 +99,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
             f"no champion yet; {labelled} labelled validated days ({'enough' if enough else 'need'} "
             f"{settings.min_train_days} to train)"
         )
-        if settings.label_source == "feed" and not lake.dates(settings, lake.LABELS, end=ds):
+        if settings.label_source == "feed" and len(window) >= settings.min_train_days and not labelled:
             reason += (
                 f"; no label has arrived in the label feed ({lake.label_landing(settings)}/): set "
                 "AIRLOOP_LABEL_SOURCE=batch if your daily batches carry their final labels"
