@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "The simulator's days through the real DAGs, in a fresh demo home (make demo).")
     p.add_argument("--start", default="2026-01-01", help="first simulated day")
-    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--days", type=int, default=21, help="simulated days (21: shift, its week, retrain, quiet days)")
     p.add_argument(
         "--scenario",
         action="append",
