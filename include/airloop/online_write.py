@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 FEAST_VERSION = "0.67.0"  # the version whose layout tests/test_online_write.py compares byte for byte
 KEY_SERIALIZATION_VERSION = 3
 FEAST_WRITE_ROWS = 10_000  # rows per Feast write: its write path holds ~8 KB a row (measured)
-AIRLOOP_WRITE_ROWS = 50_000  # rows per columnar write (one Redis pipeline / SQLite transaction)
+AIRLOOP_WRITE_ROWS = 50_000  # rows per columnar write (one SQLite transaction; Redis pipelines of REDIS_CHUNK_ROWS)
+REDIS_CHUNK_ROWS = 10_000  # HSETs per pipelined send: the next chunk is encoded while Redis takes this one
 SQLITE_COLUMNS = {"entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts"}
 _FEATURE_TYPES = {"Int64": "int", "Float64": "float", "String": "string"}
 _CRLF = b"\r\n"
@@ -153,7 +155,7 @@ def _varint_len(u: np.ndarray) -> np.ndarray:
 def _put_varint(matrix: np.ndarray, col: int, u: np.ndarray, length: int) -> None:
     for j in range(length):
         byte = (u >> np.uint64(7 * j)) & np.uint64(0x7F)
-        matrix[:, col + j] = byte | np.uint64(0x80 if j < length - 1 else 0)
+        matrix[:, col + j] = (byte | np.uint64(0x80 if j < length - 1 else 0)).astype(np.uint8)
 
 
 def _put(matrix: np.ndarray, col: int, data: bytes) -> int:
@@ -173,22 +175,23 @@ def _proto_varints(fields: list[tuple[int, np.ndarray, bool]], frame: Frame) -> 
     omitted when zero) in field order, each record wrapped in ``frame``."""
     n = len(fields[0][1])
     out = np.empty(n, dtype=object)
-    lengths = np.stack([np.where((u == 0) & omit, 0, _varint_len(u) + 1) for _, u, omit in fields], axis=1).astype(
-        np.int64
-    )
-    shapes, which = np.unique(lengths, axis=0, return_inverse=True)
-    for s, shape in enumerate(shapes):
-        rows = np.flatnonzero(which.ravel() == s)
-        head, tail = frame(int(shape.sum()))
-        matrix = np.empty((len(rows), len(head) + int(shape.sum()) + len(tail)), dtype=np.uint64)
+    lengths = [np.where((u == 0) & omit, 0, _varint_len(u) + 1) for _, u, omit in fields]
+    shape_code = np.zeros(n, dtype=np.int64)
+    for size in lengths:
+        shape_code = shape_code * 16 + size  # a field is at most 11 bytes
+    for code in np.unique(shape_code).tolist():
+        rows = np.flatnonzero(shape_code == code)
+        shape = [int(size[rows[0]]) for size in lengths]
+        head, tail = frame(sum(shape))
+        matrix = np.empty((len(rows), len(head) + sum(shape) + len(tail)), dtype=np.uint8)
         col = _put(matrix, 0, head)
         for (tag, u, _), size in zip(fields, shape, strict=True):
             if size:
                 col = _put(matrix, col, bytes([tag]))
-                _put_varint(matrix, col, u[rows], int(size) - 1)
-                col += int(size) - 1
+                _put_varint(matrix, col, u[rows], size - 1)
+                col += size - 1
         _put(matrix, col, tail)
-        out[rows] = _records(matrix.astype(np.uint8))
+        out[rows] = _records(matrix)
     return out
 
 
@@ -415,13 +418,32 @@ class ColumnarWriter:
             self._client = Redis(host=nodes[0]["host"], port=nodes[0]["port"], **params)
         return self._client
 
-    def _pipeline(self, payload: bytes, commands: int) -> list[Any]:
-        """Send ``commands`` packed RESP commands at once and read their replies."""
+    def _pipeline(self, payload: bytes, commands: int, parse: bool = True) -> list[Any]:
+        """Send ``commands`` packed RESP commands at once and read their replies (hiredis parses them); with
+        ``parse=False`` the replies are one-line integers (HSET): counted and checked for errors only."""
+        import hiredis
+
         client = self._redis()
         conn = client.connection_pool.get_connection()
         try:
             conn.send_packed_command([payload], check_health=False)
-            return [conn.read_response() for _ in range(commands)]
+            reader, replies, lines, last = hiredis.Reader(), [], 0, b"\n"
+            while (len(replies) if parse else lines) < commands:
+                data = conn._sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("Redis closed the connection during a pipelined write")
+                if parse:
+                    reader.feed(data)
+                    while (reply := reader.gets()) is not False:
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise reply
+                        replies.append(reply)
+                else:
+                    if b"\n-" in last + data:
+                        raise ValueError(f"Redis refused a write: {(last + data).split(b'-', 1)[1][:200]!r}")
+                    lines += data.count(b"\n")
+                    last = data[-1:]
+            return replies
         except BaseException:
             conn.disconnect()
             raise
@@ -458,17 +480,45 @@ class ColumnarWriter:
         if not len(keep):
             return
         resp_keys = [k for k, new in zip(resp_keys, newer.tolist(), strict=True) if new]
-        sub = table.take(keep)
-        m = len(keep)
+        # encode chunk j + 1 while Redis takes chunk j (a thread sends and counts the replies)
+        sender: threading.Thread | None = None
+        failed: list[BaseException] = []
+
+        def send(payload: bytes, count: int) -> None:
+            try:
+                self._pipeline(payload, count, parse=False)
+            except BaseException as exc:  # handed to the writing thread below
+                failed.append(exc)
+
+        try:
+            for lo in range(0, len(keep), REDIS_CHUNK_ROWS):
+                payload, count = self._hset_payload(table, keep[lo : lo + REDIS_CHUNK_ROWS], micros, resp_keys, lo)
+                if sender is not None:
+                    sender.join()
+                if failed:
+                    raise failed[0]
+                sender = threading.Thread(target=send, args=(payload, count), daemon=True)
+                sender.start()
+        finally:
+            if sender is not None:
+                sender.join()
+        if failed:
+            raise failed[0]
+
+    def _hset_payload(
+        self, table: Any, rows: np.ndarray, micros: np.ndarray, resp_keys: list[bytes], offset: int
+    ) -> tuple[bytes, int]:
+        """Packed HSET commands of ``rows``: key, each feature's field and Value, ``_ts:<fv>`` and its Timestamp."""
+        m = len(rows)
 
         def frame(name: str) -> Frame:
             field = self._fields[name]
             head = b"$%d\r\n%s\r\n" % (len(field), field)
             return lambda size: (head + b"$%d\r\n" % size, _CRLF)
 
-        values = self._values(sub, frame)
-        sub_micros = micros[keep]
-        ts_head = ts_arg
+        values = self._values(table.take(rows), frame)
+        sub_micros = micros[rows]
+        ts_head = b"$%d\r\n%s\r\n" % (len(self._ts_field), self._ts_field)
         stamps = _proto_varints(
             [
                 (0x08, (sub_micros // 1_000_000).astype(np.uint64), True),
@@ -476,14 +526,13 @@ class ColumnarWriter:
             ],
             lambda size: (ts_head + b"$%d\r\n" % size, _CRLF),
         )
-        command = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(values) + 1))
         pieces = np.empty((m, len(values) + 3), dtype=object)
-        pieces[:, 0] = command
-        pieces[:, 1] = resp_keys
+        pieces[:, 0] = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(values) + 1))
+        pieces[:, 1] = resp_keys[offset : offset + m]
         for j, column in enumerate(values.values()):
             pieces[:, 2 + j] = column
         pieces[:, -1] = stamps
-        self._pipeline(b"".join(pieces.ravel().tolist()), m)
+        return b"".join(pieces.ravel().tolist()), m
 
     # -- SQLite
     def _sqlite(self) -> Any:
