@@ -287,7 +287,8 @@ def _encode_string(distinct: list[str], indices: np.ndarray, frame: Frame) -> np
 
 
 def _entity_keys(column: Any, layout: Layout, suffix: bytes) -> tuple[np.ndarray, list[bytes]]:
-    """Each row's entity id (int64 or str, for grouping) and ``serialize_entity_key(v3)`` of it plus ``suffix``."""
+    """Each row's entity as an int64 (the id, or the index of a distinct string id) and ``serialize_entity_key(v3)``
+    of it plus ``suffix``."""
     import pyarrow as pa
 
     if column.null_count:
@@ -306,8 +307,7 @@ def _entity_keys(column: Any, layout: Layout, suffix: bytes) -> tuple[np.ndarray
     distinct, indices = _strings(column)
     encoded = [s.encode() for s in distinct]
     keys = [head + struct.pack("<II", 2, len(b)) + b + suffix for b in encoded]
-    ids = np.array(distinct, dtype=object)[indices]
-    return ids, [keys[i] for i in indices.tolist()]
+    return indices, [keys[i] for i in indices.tolist()]
 
 
 def _event_micros(column: Any) -> np.ndarray:
@@ -458,7 +458,7 @@ class ColumnarWriter:
         micros = _event_micros(table.column(self.layout.timestamp).combine_chunks())
         n = len(keys)
         # newest row of each entity (the first one of its newest instant), as Feast's batch check leaves it
-        order = np.lexsort((np.arange(n), -micros, ids.astype(str) if ids.dtype == object else ids))
+        order = np.lexsort((np.arange(n), -micros, ids))
         ordered = ids[order]
         first = np.ones(n, dtype=bool)
         first[1:] = ordered[1:] != ordered[:-1]
