@@ -39,6 +39,9 @@ KEY_SERIALIZATION_VERSION = 3
 FEAST_WRITE_ROWS = 10_000  # rows per Feast write: its write path holds ~8 KB a row (measured)
 AIRLOOP_WRITE_ROWS = 50_000  # rows per columnar write (one SQLite transaction; Redis pipelines of REDIS_CHUNK_ROWS)
 REDIS_CHUNK_ROWS = 10_000  # HSETs per pipelined send: the next chunk is encoded while Redis takes this one
+SQLITE_CACHE_KIB = (
+    262_144  # 256 MB page cache for the writing connection: 300 k rows 5.3 -> 7.7 k rows/s (64 MB -> 256 MB)
+)
 SQLITE_COLUMNS = {"entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts"}
 _FEATURE_TYPES = {"Int64": "int", "Float64": "float", "String": "string"}
 _CRLF = b"\r\n"
@@ -542,7 +545,7 @@ class ColumnarWriter:
             from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
             self._conn = sqlite3.connect(SqliteOnlineStore._get_db_path(self.config))
-            self._conn.execute("PRAGMA cache_size = -65536")  # 64 MB page cache for this connection only
+            self._conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")  # page cache of this connection only
             table = f"{self.layout.project}_{self.layout.view}"
             columns = {row[1] for row in self._conn.execute(f'PRAGMA table_info("{table}")')}
             if columns != SQLITE_COLUMNS:
