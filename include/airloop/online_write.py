@@ -393,7 +393,16 @@ class ColumnarWriter:
     def write(self, batch: Any) -> None:
         """Write one pyarrow table/batch or pandas frame; a batch whose features are all null is skipped, as
         Feast skips it."""
+        import pyarrow as pa
+
         table = self._table(batch)
+        for name, kind in self.layout.features:
+            column = table.column(name)
+            if kind != "string" and pa.types.is_integer(column.type) and column.null_count:
+                # in the pandas frame Feast converts, an integer column with a null (anywhere in the batch) is
+                # float64, so its large values round; decided on the whole batch, before Redis drops stale rows
+                i = table.schema.get_field_index(name)
+                table = table.set_column(i, name, column.cast(pa.float64(), safe=False))
         features = {name: table.column(name) for name, _ in self.layout.features}
         if table.num_rows == 0 or _all_null(features):
             return
