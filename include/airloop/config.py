@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     """Feast online store."""
     redis_connection: str = "localhost:6379"
     """Redis online store connection string (Feast format, e.g. `host:6379,db=1,password=...`)."""
+    online_writer: Literal["auto", "airloop", "feast"] = "auto"
+    """How features reach the online store: `airloop`'s columnar writer (the bytes Feast writes, for the Feast
+    version, stores and types its compatibility test covers), Feast's `write_to_online_store`, or `auto`: the
+    columnar writer where covered, else Feast's (one log line says why)."""
 
     # --- the simulator (make demo, airloop simulate)
     seed: int = 7

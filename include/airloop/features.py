@@ -116,9 +116,6 @@ def window_aggregate(
     return np.where(have > 0, out, np.nan)
 
 
-ONLINE_WRITE_ROWS = 10_000  # rows per online-store write: Feast's write path holds ~8 KB a row (measured)
-
-
 def _window_files(settings: Settings, ds: str) -> list[Path]:
     """The validated partitions that the aggregates of ``ds`` read: ``ds`` and its trailing window."""
     longest = max((a.window_days for a in settings.spec.aggregates), default=1)
@@ -188,13 +185,15 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
 
 
 def materialize_features(settings: Settings, ds: str) -> dict:
-    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store
-    with Feast's ``write_to_online_store``, in batches of ``ONLINE_WRITE_ROWS`` (Feast's
-    ``materialize`` converts the whole window to protobuf objects at once: ~8 GB for 1 M rows). A
+    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store, batch
+    by batch (flat memory), with the writer ``AIRLOOP_ONLINE_WRITER`` selects (``airloop.online_write``: the
+    columnar writer where its compatibility test covers the store, else Feast's ``write_to_online_store``;
+    Feast's ``materialize`` converts the whole window to protobuf objects at once: ~8 GB for 1 M rows). A
     backfill of an older day also computes again the newer days whose aggregate windows reach it, and
-    rewrites the newer days into the online store, oldest first, so offline values and the online
-    store's latest values do not depend on the order of runs (the SQLite store keeps the last write).
-    Runs take turns (a lock on the Feast folder)."""
+    rewrites the newer days into the online store, oldest first, so offline values and the online store's
+    latest values do not depend on the order of runs (the SQLite store keeps the last write; the Redis
+    store skips a row older than the stored one). Runs take turns (a lock on the Feast folder)."""
+    from airloop.online_write import online_writer
 
     with exclusive(settings.feast_dir / ".airloop.lock"):  # the features zone, Feast's registry and online store
         rows, entities = write_features(settings, ds)
@@ -208,15 +207,20 @@ def materialize_features(settings: Settings, ds: str) -> dict:
                     write_features(settings, later)
         store = apply_repo(settings)
         days = lake.dates(settings, lake.FEATURES, start=ds)
-        for day in days:
-            for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), ONLINE_WRITE_ROWS):
-                store.write_to_online_store(settings.spec.feature_view_name, batch.to_pandas())
+        writer = online_writer(settings, store)
+        try:
+            for day in days:
+                for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), writer.batch_rows):
+                    writer.write(batch)
+        finally:
+            writer.close()
     start, end = _day_bounds(ds)
     return {
         "ds": ds,
         "rows": rows,
         "entities": entities,
         "online_store": settings.online_store,
+        "online_writer": writer.name,
         "window": [start.isoformat(), _day_bounds(days[-1])[1].isoformat()],
     }
 
