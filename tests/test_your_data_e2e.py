@@ -47,7 +47,8 @@ def _run_user_days(root: Path, days: int, station: int | str) -> dict:
         [AIRLOOP, "run", "--from", START.isoformat(), "--to", last], capture_output=True, text=True, env=env
     )
     status = subprocess.run([AIRLOOP, "status", "--json"], capture_output=True, text=True, env=env)
-    return {"home": home, "env": env, "run": run, "status": json.loads(status.stdout), "last": last}
+    summary = json.loads((home / "run_summary.json").read_text()) if run.returncode == 0 else {}
+    return {"home": home, "env": env, "run": run, "status": json.loads(status.stdout), "last": last, "summary": summary}
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +74,20 @@ def test_a_history_of_2011_gives_a_champion_predictions_and_drift_reports(hourly
     preds = pd.read_parquet(status["predictions"][-1])
     assert len(preds) == 24 and set(preds["station"]) == {7}
     assert len(status["reports"]) >= 30 and all(Path(r).exists() for r in status["reports"])
+    # bounded disk: HTML pages of the last AIRLOOP_REPORT_HTML_DAYS days only; every report kept as a snapshot
+    pages = sorted(hourly["home"].glob("monitoring/ds=*/report.html"))
+    assert 0 < len(pages) <= 15 and len(list(hourly["home"].glob("monitoring/ds=*/report.json.gz"))) >= 30
+    # flat memory: the run's process holds no more on day 45 than on day 10 (+20 %)
+    rss = [day["rss_mb"] for day in hourly["summary"]["days"]]
+    assert len(rss) == 45 and max(rss[30:]) <= 1.2 * rss[9], rss
 
 
 def test_the_console_is_clean_and_no_project_file_changed(hourly):
     out = hourly["run"].stdout + hourly["run"].stderr
     assert "[error" not in out and "Traceback" not in out
     assert out.count("not emailed") <= 1, "an unconfigured alert address is said once"
-    assert "[warning" not in out.replace("airloop alerts are not emailed", ""), out[-3000:]
+    warnings = [line for line in out.splitlines() if "[warning" in line and "alerts are not emailed" not in line]
+    assert warnings == [], warnings
     assert hourly["git_after"] == hourly["git_before"], "the user's run wrote nothing into the project"
 
 
