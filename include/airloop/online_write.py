@@ -332,7 +332,7 @@ def _epoch_seconds(micros: np.ndarray) -> list[int]:
 
     distinct, inverse = np.unique(micros, return_inverse=True)
     epoch = datetime(1970, 1, 1)
-    seconds = np.array([int((epoch + timedelta(microseconds=int(u))).timestamp()) for u in distinct])
+    seconds = np.array([int((epoch + timedelta(0, 0, int(u))).timestamp()) for u in distinct])
     return seconds[inverse].tolist()
 
 
