@@ -23,6 +23,7 @@ from airloop.config import Settings
 from airloop.labels import LABEL_DAY, arrived_labels, training_labels
 from airloop.policy import (
     cooldown_days,
+    cooldown_ends,
     decide,
     drift_streak,
     history,
@@ -110,9 +111,8 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
             runs = training_runs(settings)
             refused = refused_in_a_row(runs)
             last = last_retrain(ds, history(settings, before=ds), runs)
-            wait = cooldown_days(settings, refused)
-            if refused and last and date.fromisoformat(ds) - date.fromisoformat(last) < timedelta(days=wait):
-                again = (date.fromisoformat(last) + timedelta(days=wait)).isoformat()
+            wait, again = cooldown_days(settings, refused), cooldown_ends(settings, last, refused)
+            if refused and again and ds < again:
                 action = "wait"
                 reason = (
                     f"{reason}; the gate refused the last {refused} first model(s), the latest on {last} "

@@ -118,6 +118,15 @@ def cooldown_days(settings: Settings, refused: int) -> int:
     return min(settings.retrain_cooldown_days * 2**refused, settings.retrain_backoff_max_days)
 
 
+def cooldown_ends(settings: Settings, last: str | None, refused: int) -> str | None:
+    """The first day a policy-triggered run may start again after the one on ``last`` (None: none yet)."""
+    return (
+        None
+        if last is None
+        else (date.fromisoformat(last) + timedelta(days=cooldown_days(settings, refused))).isoformat()
+    )
+
+
 def decide(settings: Settings, facts: dict) -> tuple[str, str, list[str]]:
     """The retraining policy on one check's facts; return (action, reason, causes).
 
@@ -151,7 +160,7 @@ def decide(settings: Settings, facts: dict) -> tuple[str, str, list[str]]:
         return "alert", f"{reason}; a training run is already queued or running: no new trigger", causes
     refused = facts.get("refused_in_a_row", 0)
     recent, cooldown = facts.get("last_retrain"), cooldown_days(settings, refused)
-    if recent is not None and date.fromisoformat(facts["ds"]) - date.fromisoformat(recent) < timedelta(days=cooldown):
+    if recent is not None and facts["ds"] < cooldown_ends(settings, recent, refused):
         backoff = f" (backed off after {refused} refused retrains in a row)" if refused else ""
         return (
             "cooldown",
