@@ -36,7 +36,7 @@ def dag_defaults() -> dict[str, Any]:
         "default_args": {
             "owner": OWNER,
             "retries": settings.task_retries,
-            "retry_delay": timedelta(seconds=30),
+            "retry_delay": timedelta(seconds=settings.task_retry_delay_seconds),
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=10),
             # one email per final failure (SmtpNotifier, smtp_default), not one per retry

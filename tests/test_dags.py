@@ -59,9 +59,11 @@ def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypa
     monkeypatch.setenv("AIRLOOP_NIGHTLY_CRON", "30 1 * * *")
     monkeypatch.setenv("AIRLOOP_TIMEZONE", "Europe/Paris")
     monkeypatch.setenv("AIRLOOP_TASK_RETRIES", "5")
+    monkeypatch.setenv("AIRLOOP_TASK_RETRY_DELAY_SECONDS", "2")
     monkeypatch.setenv("AIRLOOP_START_DATE", "2011-01-01")
     dag = DagBag(dag_folder=str(ROOT / "dags" / "airloop_daily.py")).dags["airloop_daily"]
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 1 * * *", "Europe/Paris")
+    assert dag.get_task("ingest").retry_delay == timedelta(seconds=2)
     assert dag.get_task("ingest").retries == 5 and dag.start_date.replace(tzinfo=None) == datetime(2011, 1, 1)
 
 

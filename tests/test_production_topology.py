@@ -60,6 +60,8 @@ SHORT_HISTORY = {
     "AIRLOOP_LABEL_SOURCE": "batch",
     "AIRLOOP_GATE_MIN_ROWS": "300",
     "AIRLOOP_GATE_RULES": '["floor", "min_rows", "non_inferiority", "budget", "validation"]',
+    # the fault tests wait out two retries: 2 s then 4 s instead of 30 s then 60 s (the backoff is test_dags')
+    "AIRLOOP_TASK_RETRY_DELAY_SECONDS": "2",
 }
 
 

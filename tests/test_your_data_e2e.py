@@ -120,8 +120,11 @@ def test_the_demo_keeps_a_users_home_and_its_console_has_no_error(hourly, tmp_pa
     assert refused.returncode == 2 and "will not delete it" in refused.stderr
     assert (hourly["home"] / "landing").exists()
     env = _user_env(tmp_path / "demo")
-    demo = subprocess.run([AIRLOOP, "demo", "--days", "5"], capture_output=True, text=True, env=env)
+    # day 6 is the demo's schema break: a designed quarantine is the day's line, not an [error] traceback
+    demo = subprocess.run([AIRLOOP, "demo", "--days", "6"], capture_output=True, text=True, env=env)
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "[error" not in demo.stdout + demo.stderr
+    console = demo.stdout + demo.stderr
+    assert "[error" not in console and "Traceback" not in console, console[-3000:]
+    assert "[2026-01-06] | QUARANTINED (see " in demo.stdout and "vNone" not in demo.stdout
     status = json.loads(subprocess.run([AIRLOOP, "status", "--json"], capture_output=True, text=True, env=env).stdout)
     assert status["latest_validated"] == "2026-01-05" and status["champion_version"] is not None

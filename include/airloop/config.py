@@ -182,7 +182,10 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     """Time zone of both schedules."""
     task_retries: int = 2
-    """Retries per task (exponential backoff from 30 s; a quarantined batch is never retried)."""
+    """Retries per task (exponential backoff from ``task_retry_delay_seconds``; a quarantined batch is never
+    retried)."""
+    task_retry_delay_seconds: int = 30
+    """First retry delay of every task; doubled per retry, at most 10 minutes."""
     start_date: date = date(2000, 1, 1)
     """Earliest logical date the DAGs accept (history of any year; catchup stays off)."""
 

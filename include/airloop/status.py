@@ -90,14 +90,24 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     }
 
 
+_ALIASES = (
+    ("champion", "champion_version"),
+    ("challenger", "challenger_version"),
+    ("previous champion", "previous_champion_version"),
+)
+
+
+def _version(version: Any) -> str:
+    return "none" if version is None else f"v{version}"
+
+
 def render_status(status: dict[str, Any]) -> str:
     """A short human summary of :func:`collect_status`."""
     lines = [
         f"airloop state in {status['home']}",
-        f"  champion: v{status['champion_version']}  challenger: v{status['challenger_version']}  "
-        f"previous champion: v{status['previous_champion_version']}",
-        f"  latest ingested {status['latest_ingested']}, validated {status['latest_validated']}, "
-        f"scored {status['latest_scored']}; quarantined: {', '.join(status['quarantined']) or 'none'}",
+        "  " + "  ".join(f"{what}: {_version(status[key])}" for what, key in _ALIASES),
+        f"  latest ingested {status['latest_ingested'] or 'none'}, validated {status['latest_validated'] or 'none'}, "
+        f"scored {status['latest_scored'] or 'none'}; quarantined: {', '.join(status['quarantined']) or 'none'}",
         f"  predictions: {len(status['predictions'])} days; drift reports: {len(status['reports'])}",
     ]
     for e in status["drift_episodes"]:

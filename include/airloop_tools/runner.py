@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import structlog
 
 from airloop import lake
 from airloop.config import PROJECT_DIR, Settings, get_settings
@@ -41,6 +42,24 @@ def _quiet() -> None:
     for name in ("py.warnings", "mlflow.utils.environment", "airflow.sdk.definitions.dag"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.WARNING)
+    # a quarantined batch is a designed outcome that the day's line reports: not an [error] with a traceback
+    config = structlog.get_config()
+    if _drop_quarantine_traceback not in config["processors"]:
+        structlog.configure(processors=[_drop_quarantine_traceback, *config["processors"]])
+
+
+def _drop_quarantine_traceback(logger: Any, method_name: str, event_dict: dict) -> dict:
+    """structlog processor: drop the task runner's "Task failed with exception" for a quarantined batch
+    (its reason is in REASON.txt, the alert email and the day's console line); every other error stays."""
+    from airloop.quarantine import BatchQuarantined
+
+    if method_name in ("exception", "error") and event_dict.get("exc_info"):
+        error = sys.exc_info()[1]
+        while error is not None:
+            if isinstance(error, BatchQuarantined):
+                raise structlog.DropEvent
+            error = error.__cause__
+    return event_dict
 
 
 DEMO_MARKER = ".airloop-demo"  # in a home the demo made: the demo may wipe it, never another
@@ -210,10 +229,13 @@ def _line(entry: dict) -> str:
     settings = get_settings()
     ds = entry["ds"]
     parts = [f"[{ds}]"]
+    reason = lake.partition(settings, lake.QUARANTINE, ds) / lake.REASON_FILE
     if (lake.data_file(settings, lake.VALIDATED, ds)).exists():
         parts.append("ingested+validated")
-    elif (lake.partition(settings, lake.QUARANTINE, ds) / lake.REASON_FILE).exists():
-        parts.append(f"QUARANTINED (see {lake.REASON_FILE})")
+    elif reason.exists():
+        parts.append(f"QUARANTINED (see {reason})")
+    if entry[DAILY] != "success" and not reason.exists():
+        parts.append(f"{DAILY} {entry[DAILY]} (its error is printed above)")
     if entry[DAILY] == "success" and (lake.data_file(settings, lake.FEATURES, ds)).exists():
         parts.append("features materialized")
     if (lake.data_file(settings, lake.PREDICTIONS, ds)).exists():
