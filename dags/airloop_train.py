@@ -9,6 +9,8 @@ rule passes — floor, minimum evaluation rows, non-inferiority by a paired-boot
 interval, per-slice floors, size/latency budget, and a passing validation of every training day
 (the first model needs no comparison). The decision, its evidence and a model card are recorded
 on the model version; the task log says which rule decided. Backfill runs never promote.
+With `AIRLOOP_PROMOTION_APPROVAL=required` a pass waits in `approval` for a person's Approve/Reject
+(Required Actions), and `record_approval` moves the aliases or records the rejection.
 To undo a promotion, trigger `airloop_rollback`.
 
 Triggered by `airloop_monitor` (drift or cold start, with the reason in the run's conf) or by hand.
@@ -106,23 +108,50 @@ def airloop_train():
     @task
     def gate(trained: dict, dag_run=None, params: dict | None = None) -> dict:
         from airloop.config import get_settings
-        from airloop.promote import evaluate_gate, explain_decision
+        from airloop.promote import approval_request, evaluate_gate, explain_decision
 
         settings = get_settings()
         # a backfill's training run never promotes, unless AIRLOOP_BACKFILL_PROMOTES says a history load should
         is_backfill = (dag_run.run_type == "backfill" and not settings.backfill_promotes) or params["is_backfill"]
         actor = f"airflow:{dag_run.run_id}"
-        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)
+        approval = settings.promotion_approval == "required"
+        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor, approval=approval)
         print(explain_decision(decision))
-        if decision["decision"] in ("promoted", "forced"):
-            from airloop_alerts import send_event
+        from airloop_alerts import announce_promotion
 
-            model, version = settings.registered_model, decision["version"]
-            subject = f"{model} version {version} is the new champion ({decision['decision']})"
-            send_event("promotion", subject, explain_decision(decision))
-        return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
+        announce_promotion(decision, run_id=dag_run.run_id)
+        judged = {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
+        if decision["decision"] == "awaiting_approval":  # the request the approval task shows
+            judged["request_subject"], judged["request_body"] = approval_request(settings, decision)
+        return judged
 
-    gate(trained)
+    judged = gate(trained)
+
+    if get_settings().promotion_approval == "required":
+        # a person answers in Required Actions (or the HITL REST API); the waiting task holds no worker slot
+        from airloop_dag_support import approval_task
+
+        @task.short_circuit
+        def awaits_approval(judged: dict) -> bool:
+            return judged["decision"] == "awaiting_approval"
+
+        @task
+        def record_approval(judged: dict, answer: dict) -> dict:
+            from airloop.config import get_settings
+            from airloop.promote import answer_approval, explain_decision
+
+            chosen, by = answer["chosen_options"], (answer.get("responded_by_user") or {}).get("name")
+            reason = (answer.get("params_input") or {}).get("reason") or ""
+            decision = answer_approval(get_settings(), judged["version"], chosen == ["Approve"], by, reason)
+            print(explain_decision(decision))
+            from airloop_alerts import announce_promotion
+
+            announce_promotion(decision)
+            return {k: decision[k] for k in ("version", "decision", "reason", "approval")}
+
+        approval = approval_task()
+        awaits_approval(judged) >> approval
+        record_approval(judged, approval.output)
 
 
 airloop_train()

@@ -191,3 +191,23 @@ def notify_retrain(context: dict) -> None:
     )
     link = log_url(ti.dag_id, ti.run_id, "check")
     send_event("retrain", f"{why} triggered a retrain ({ds})", body, link, context)
+
+
+def announce_promotion(decision: dict, run_id: str | None = None) -> None:
+    """Email what a gate or approval decision means for people: ``promotion`` recipients when the champion
+    moved or a person's answer (or no answer in time) kept it; ``approval`` recipients when a promotion
+    waits for them (with the link to its Required Actions page in ``airloop_train`` run ``run_id``)."""
+    from airloop.config import get_settings
+    from airloop.promote import explain_decision
+
+    model, version, outcome = get_settings().registered_model, decision["version"], decision["decision"]
+    if outcome in ("promoted", "forced"):
+        subject = f"{model} version {version} is the new champion ({outcome})"
+        send_event("promotion", subject, explain_decision(decision))
+    elif decision.get("approval"):  # answered (or timed out) and not promoted
+        send_event(
+            "promotion", f"{model} version {version} was not promoted: {decision['reason']}", explain_decision(decision)
+        )
+    elif outcome == "awaiting_approval" and run_id:
+        link = log_url("airloop_train", run_id, "approval") + "/required_actions"
+        send_event("approval", f"{model} version {version} awaits your approval", explain_decision(decision), link)

@@ -133,3 +133,25 @@ def score_day(materialized: Any) -> Any:
         return publish_scores(settings, parts, s3_client_kwargs(settings.s3_conn_id))
 
     return score(score_shard.expand(shard=plan_scoring(materialized)))
+
+
+def approval_task() -> Any:
+    """``approval``: Airflow's human-in-the-loop request for a challenger that passed the gate (the ``gate``
+    task's XCom carries its subject and evidence). Approve / Reject with a reason; no answer within
+    ``AIRLOOP_APPROVAL_TIMEOUT_HOURS`` answers Reject (recorded as timed out); only ``AIRLOOP_APPROVERS``
+    may answer when set."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk import Param
+
+    settings = get_settings()
+    return HITLOperator(
+        task_id="approval",
+        subject="{{ ti.xcom_pull(task_ids='gate')['request_subject'] }}",
+        body="{{ ti.xcom_pull(task_ids='gate')['request_body'] }}",
+        options=["Approve", "Reject"],
+        defaults=["Reject"],
+        params={"reason": Param("", type="string", description="Why: recorded on the model version")},
+        assigned_users=[{"id": user, "name": user} for user in settings.approvers] or None,
+        response_timeout=timedelta(hours=settings.approval_timeout_hours),
+        retries=0,
+    )

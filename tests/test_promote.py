@@ -335,3 +335,58 @@ def test_the_cli_gate_exits_by_decision_and_lineage_flags_a_tampered_raw_file(mo
         assert intact[DAY[0]] is False and all(ok for ds, ok in intact.items() if ds != DAY[0])
     finally:
         raw.write_bytes(original)
+
+
+def test_a_promotion_awaiting_approval_moves_nothing_until_a_person_approves(models):
+    """AIRLOOP_PROMOTION_APPROVAL=required, the part without Airflow (the DAG and the Required Actions page
+    are tested live in test_approval.py): a pass waits; reject, no answer and a stale approval keep the
+    champion; an approval moves it and names who approved."""
+    import mlflow.artifacts
+
+    from airloop.policy import refused_in_a_row
+    from airloop.promote import answer_approval, approval_request, evaluate_gate, rollback
+    from airloop.registry import client
+
+    s, out = models
+    v1, v2, v3 = out["versions"]
+    assert _aliases(s)["champion"] == v3  # forced by the CLI test above; v2 is the better model
+
+    def judged() -> dict:
+        before = _aliases(s)["champion"]
+        evidence = evaluate_gate(s, v2, approval=True, actor="airflow:test")
+        assert evidence["decision"] == "awaiting_approval" and _aliases(s)["champion"] == before
+        return evidence
+
+    evidence = judged()
+    subject, body = approval_request(s, evidence)
+    assert subject == f"Promote {s.registered_model} version {v2} to champion?"
+    assert "95% CI [" in body and "| plan_premium |" in body and f"/#/models/{s.registered_model}/versions/{v2}" in body
+    assert client(s).get_model_version(s.registered_model, v2).tags["airloop.model_card"].endswith(".html")
+
+    rejected = answer_approval(s, v2, approved=False, by="carol", reason="wait for the quarter close")
+    assert rejected["decision"] == "rejected" and _aliases(s)["champion"] == v3
+    tags = client(s).get_model_version(s.registered_model, v2).tags
+    assert tags["airloop.gate.decision"] == "rejected" and tags["airloop.approval.by"] == "carol"
+    assert tags["airloop.gate.reason"].startswith("rejected by carol: wait for the quarter close")
+    with pytest.raises(ValueError, match="not awaiting approval"):
+        answer_approval(s, v2, approved=True, by="carol")
+    assert refused_in_a_row([{"trigger": "retrain", "gate": "rejected"}]) == 1  # the back-off counts it
+
+    judged()
+    timed_out = answer_approval(s, v2, approved=True, by=None)
+    assert timed_out["decision"] == "rejected" and timed_out["reason"].startswith("timed out: no answer within 24 h")
+    assert _aliases(s)["champion"] == v3
+
+    judged()
+    rollback(s, "the champion changes while the request waits", to_version=v1, actor="oncall")
+    stale = answer_approval(s, v2, approved=True, by="alice")
+    assert stale["decision"] == "refused" and "champion changed since the gate judged" in stale["reason"]
+    assert _aliases(s)["champion"] == v1
+
+    judged()
+    approved = answer_approval(s, v2, approved=True, by="alice", reason="looks good")
+    assert approved["decision"] == "promoted" and _aliases(s)["champion"] == v2
+    mv = client(s).get_model_version(s.registered_model, v2)
+    assert mv.tags["airloop.gate.decision"] == "promoted" and mv.tags["airloop.approval.by"] == "alice"
+    card = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model_card/model_card.md")
+    assert "Approval: approved by alice (looks good)" in open(card).read()

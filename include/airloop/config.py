@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     """Model size budget."""
     gate_max_latency_ms: float = 50.0
     """Median single-row predict latency budget."""
+    promotion_approval: Literal["off", "required"] = "off"
+    """`required`: a challenger that passed the gate waits in `airloop_train` for a person's Approve/Reject
+    (Airflow's Required Actions) before any alias moves."""
+    approval_timeout_hours: float = 24.0
+    """Hours a promotion waits for an answer; no answer by then rejects it as "timed out"."""
+    approvers: list[str] = []
+    """Airflow user ids who may answer a promotion request (empty: whoever may act on `airloop_train`)."""
     backfill_promotes: bool = False
     """Let training runs of an Airflow backfill promote (a history load that should produce a champion)."""
     shadow_scoring: bool = False
@@ -255,6 +262,8 @@ class Settings(BaseSettings):
             raise ValueError(f"AIRLOOP_GATE_RULES names unknown rules {unknown}; choose from {list(RULES)}")
         if not 0.5 < self.gate_confidence < 1:
             raise ValueError(f"AIRLOOP_GATE_CONFIDENCE must be in (0.5, 1), got {self.gate_confidence}")
+        if self.approval_timeout_hours <= 0:
+            raise ValueError(f"AIRLOOP_APPROVAL_TIMEOUT_HOURS must be > 0, got {self.approval_timeout_hours}")
         return self
 
     @model_validator(mode="after")

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from airloop.config import Settings
 
 Verdict = tuple[bool, str] | None
+
+# the decisions recorded on a version (tag ``airloop.gate.decision``)
+PROMOTED, FORCED, REFUSED = "promoted", "forced", "refused"
+AWAITING_APPROVAL, REJECTED = "awaiting_approval", "rejected"  # AIRLOOP_PROMOTION_APPROVAL=required
+NOT_PROMOTED = (REFUSED, REJECTED)  # what the retraining policy's back-off counts
 Rule = Callable[["Settings", dict[str, Any]], Verdict]
 
 

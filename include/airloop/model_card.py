@@ -122,6 +122,7 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
             "Evaluation and promotion gate",
             [
                 f"Decision: **{evidence['decision']}** — {evidence['reason']}",
+                *([f"Approval: {a['answer']}, at {a['at']}."] if (a := evidence.get("approval")) else []),
                 f"{evidence['metric']} {_fmt(evidence['challenger_value'])} on {evidence['evaluation_rows']} rows "
                 f"({', '.join(evidence['evaluation_days'])}); champion v{evidence['champion_version']}: "
                 f"{_fmt(evidence['champion_value'])}; difference {ci}.",

@@ -23,6 +23,7 @@ from typing import Literal, TypedDict
 
 from airloop import lake
 from airloop.config import Settings
+from airloop.gate import NOT_PROMOTED
 
 # what the monitor DAG's branch does with each action
 TRIGGER_ACTIONS = ("bootstrap", "retrain")
@@ -101,13 +102,13 @@ def reference_days(settings: Settings, window: list[str], past: list[dict]) -> t
 
 
 def refused_in_a_row(runs: list[dict]) -> int:
-    """Policy-triggered runs (bootstrap, retrain) refused by the gate since the last one it promoted
-    (``runs`` oldest first, with ``gate``)."""
+    """Policy-triggered runs (bootstrap, retrain) refused by the gate (or rejected by a person) since the
+    last one promoted (``runs`` oldest first, with ``gate``)."""
     k = 0
     for r in reversed(runs):
         if r.get("trigger") not in TRIGGER_ACTIONS or r.get("gate") is None:
             continue
-        if r["gate"] != "refused":
+        if r["gate"] not in NOT_PROMOTED:
             break
         k += 1
     return k

@@ -15,6 +15,7 @@ import json
 import pickle
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,16 @@ import pandas as pd
 from airloop import gate, lake
 from airloop.config import Settings
 from airloop.model import TAG_GATE_DECISION, TAG_GATE_REASON, metric_value, predict, predicted_class, train_window
-from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, client, load_holdout, load_model, version_by_alias
+from airloop.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    client,
+    load_holdout,
+    load_model,
+    ui_url,
+    version_by_alias,
+)
 
 
 def paired_bootstrap(
@@ -126,16 +136,22 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
     }
 
 
+_AWAITING = "passed the gate, awaiting approval: "
+
+
 def evaluate_gate(
     settings: Settings,
     version: str,
     is_backfill: bool = False,
     force_reason: str | None = None,
     actor: str | None = None,
+    approval: bool = False,
 ) -> dict[str, Any]:
     """Judge challenger ``version`` against the champion on the same rows, record the decision and
     its evidence on the version (tags + ``gate/`` artifacts), and move the aliases if it passes.
-    ``force_reason`` promotes even when rules fail (recorded as ``forced``); never for a backfill."""
+    ``force_reason`` promotes even when rules fail (recorded as ``forced``); never for a backfill.
+    ``approval``: a pass is recorded as ``awaiting_approval`` and nothing moves until
+    :func:`answer_approval` (a forced promotion needs none: it carries its own who and why)."""
     spec, metric, rules = settings.spec, settings.metric, settings.gate_rules
     if force_reason is not None and not force_reason.strip():
         raise ValueError("a forced promotion needs a reason (who asked and why)")
@@ -202,6 +218,8 @@ def evaluate_gate(
         reason = f"{metric} {value:.4f} vs champion {champion_value:.4f}: " + next(
             ch["detail"] for ch in checks if ch["rule"] == "non_inferiority"
         )
+    if decision == gate.PROMOTED and approval:
+        decision, reason = gate.AWAITING_APPROVAL, f"{_AWAITING}{reason}"
     evidence = {
         **measured,
         "version": version,
@@ -227,11 +245,64 @@ def evaluate_gate(
         },
     }
     _record(settings, c, mv, evidence)
-    if decision in ("promoted", "forced"):
+    if decision in (gate.PROMOTED, gate.FORCED):
         _move_champion(settings, c, version, str(champ.version) if champ is not None else None)
+    if decision in (gate.PROMOTED, gate.FORCED, gate.AWAITING_APPROVAL):  # the approver reads the card
         from airloop.model_card import write_model_card
 
         evidence["model_card"] = write_model_card(settings, version, evidence)
+    return evidence
+
+
+def answer_approval(
+    settings: Settings, version: str, approved: bool, by: str | None, reason: str = ""
+) -> dict[str, Any]:
+    """Record a person's answer to a promotion awaiting approval (``by`` None: nobody answered in time)
+    and, when approved, move the aliases. The decision, who, when and why go on the version (tags,
+    ``gate/`` artifact, model card). An approval is refused when the champion changed since the gate
+    judged (the evidence compared another model): run the gate again."""
+    c = client(settings)
+    mv = c.get_model_version(settings.registered_model, version)
+    if mv.tags.get(TAG_GATE_DECISION) != gate.AWAITING_APPROVAL:
+        raise ValueError(
+            f"version {version} is not awaiting approval (its gate decision: {mv.tags.get(TAG_GATE_DECISION)})"
+        )
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"gate/decision_v{version}.json")
+    evidence = json.loads(Path(local).read_text())
+    champ = version_by_alias(settings, CHAMPION)
+    champion_now = str(champ.version) if champ is not None else None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    reason = reason.strip()
+    if by is None:
+        approved, decision = False, gate.REJECTED
+        why = f"timed out: no answer within {settings.approval_timeout_hours:g} h"
+    elif approved and champion_now != evidence["champion_version"]:
+        approved, decision = False, gate.REFUSED
+        why = (
+            f"approved by {by}, but the champion changed since the gate judged (v{evidence['champion_version']} "
+            f"then, v{champion_now} now): run the gate again"
+        )
+    elif approved:
+        decision = gate.PROMOTED
+        why = f"approved by {by}" + (f" ({reason})" if reason else "")
+    else:
+        decision, why = gate.REJECTED, f"rejected by {by}: {reason or 'no reason given'}"
+    approval = {"approved": approved, "by": by, "at": now, "reason": reason, "answer": why}
+    evidence.update(
+        decision=decision,
+        reason=f"{why}; gate: {evidence['reason'].removeprefix(_AWAITING)}",
+        approval=approval,
+    )
+    for k, v in {"by": by or "", "at": now, "reason": reason, "answer": why}.items():
+        c.set_model_version_tag(settings.registered_model, version, f"airloop.approval.{k}", v)
+    _record(settings, c, mv, evidence)
+    if approved:
+        _move_champion(settings, c, version, champion_now)
+    from airloop.model_card import write_model_card
+
+    evidence["model_card"] = write_model_card(settings, version, evidence)
     return evidence
 
 
@@ -320,3 +391,58 @@ def rollback(settings: Settings, reason: str, to_version: str | None = None, act
     c.log_dict(target.run_id, record, f"gate/rollback_{now.replace(':', '')}.json")
     _move_champion(settings, c, to_version, old)
     return record
+
+
+def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str, str]:
+    """Subject and Markdown body of the request a person answers: the gate's decision in words, the CI of
+    the primary metric, both models' key metrics, the slice table and where the model card is."""
+    version, metric = evidence["version"], evidence["metric"]
+    champion = evidence["champion_version"]
+    subject = f"Promote {settings.registered_model} version {version} to champion?"
+    rows = [
+        f"| {metric} | {evidence['challenger_value']:.4f} | "
+        + (f"{evidence['champion_value']:.4f} |" if evidence["champion_value"] is not None else "(no champion) |"),
+        f"| evaluation rows | {evidence['evaluation_rows']} | same rows |",
+        f"| model size (MB) | {evidence['model_size_mb']:.2f} | |",
+        f"| single-row latency, median (ms) | {evidence['latency']['median_ms']:.1f} | |",
+    ]
+    comparison = evidence.get("comparison")
+    ci = (
+        f"Difference challenger − champion in {metric}: {comparison['difference']:+.4f}, "
+        f"{settings.gate_confidence:.0%} CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}] "
+        f"(paired bootstrap, {settings.gate_bootstrap} resamples); "
+        f"non-inferiority margin −{settings.promotion_tolerance}."
+        if comparison
+        else "No champion to compare with: the first model is judged on the floor and the other rules."
+    )
+    slices = [
+        f"| {s['slice']} | {s['rows']} | "
+        + " | ".join("n/a" if s[k] is None else f"{s[k]:.4f}" for k in ("challenger", "champion"))
+        + f" | {s['floor']} | {'pass' if s['passed'] else 'FAIL'} |"
+        for s in evidence["slices"]
+    ]
+    body = "\n".join(
+        [
+            f"**The gate passed version {version}** (champion now: "
+            f"{'v' + champion if champion else 'none'}): {evidence['reason'].removeprefix(_AWAITING)}",
+            "",
+            ci,
+            "",
+            "| | challenger | champion |",
+            "|---|---|---|",
+            *rows,
+            "",
+            *(
+                ["| slice | rows | challenger | champion | floor | |", "|---|---|---|---|---|---|", *slices, ""]
+                if slices
+                else []
+            ),
+            "Rules: "
+            + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['rule']}: {c['detail']}" for c in evidence["checks"]),
+            "",
+            f"Model card: {evidence.get('model_card', 'not written')} (MLflow: {ui_url(settings, version)}).",
+            "",
+            "**Approve** moves the `champion` alias to this version; **Reject** (give a reason) leaves the champion.",
+        ]
+    )
+    return subject, body

@@ -31,6 +31,13 @@ def client(settings: Settings) -> Any:
     return c
 
 
+def ui_url(settings: Settings, version: str) -> str:
+    """Where a person reads a model version in the MLflow UI: the tracking server when there is one,
+    else ``make mlflow-ui`` on this home."""
+    base = settings.tracking_uri if settings.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/models/{settings.registered_model}/versions/{version}"
+
+
 def version_by_alias(settings: Settings, alias: str) -> Any | None:
     """The registered model version holding ``alias``, or None when no version holds it."""
     from mlflow.exceptions import MlflowException

@@ -109,7 +109,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     if args.force and not args.reason:
         raise ValueError("--force needs --reason: a forced promotion is recorded with who and why")
-    evidence = evaluate_gate(get_settings(), args.version, force_reason=args.reason if args.force else None)
+    settings = get_settings()
+    approval = settings.promotion_approval == "required"  # a pass then waits for a person, in Airflow
+    evidence = evaluate_gate(
+        settings, args.version, force_reason=args.reason if args.force else None, approval=approval
+    )
     _emit(args, evidence, explain_decision(evidence))
     return 0 if evidence["decision"] in ("promoted", "forced") else 1
 
