@@ -150,7 +150,7 @@ def approval_task() -> Any:
         body="{{ ti.xcom_pull(task_ids='gate')['request_body'] }}",
         options=["Approve", "Reject"],
         defaults=["Reject"],
-        params={"reason": Param("", type="string", description="Why: recorded on the model version")},
+        params={"reason": Param(None, type=["null", "string"], description="Why (recorded on the model version)")},
         assigned_users=[{"id": user, "name": user} for user in settings.approvers] or None,
         response_timeout=timedelta(hours=settings.approval_timeout_hours),
         retries=0,
