@@ -18,6 +18,8 @@ Nightly, after the daily chain has scored the day:
    * `alert_only`: something is wrong but the policy holds the retrain back (cool-down, drift not yet
      persistent, too few new labels, a training run in flight);
    * `no_action`.
+4. with `AIRLOOP_CANARY_FRACTION`, `judge_canary` compares the canary with the champion on their own
+   labelled entities and promotes or withdraws it once the evidence is enough (`airloop.canary`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,25 @@ def airloop_monitor():
         send_event("drift", f"monitor alert without retrain ({result['ds']})", message)
 
     result = check(collect_labels())
+
+    if get_settings().canary_fraction > 0:
+
+        @task
+        def judge_canary(result: dict, ds: str | None = None) -> dict | None:
+            """The canary against the champion on their own labelled entities: promote, withdraw or wait."""
+            from airloop.canary import COLLECTING, judge
+            from airloop.config import get_settings
+            from airloop_alerts import announce_promotion
+
+            decision = judge(get_settings(), ds)
+            if decision is None:
+                return None
+            print(f"Canary v{decision['version']}: {decision['decision']}: {decision['reason']}")
+            if decision["decision"] != COLLECTING:
+                announce_promotion(decision)
+            return {k: decision[k] for k in ("version", "decision", "reason")}
+
+        judge_canary(result)
     request = request_retrain(result)
     route(result) >> [request, alert_only(result), EmptyOperator(task_id="no_action")]
     TriggerDagRunOperator(  # the request is the run's conf: each key is a Param of airloop_train

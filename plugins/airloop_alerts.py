@@ -204,7 +204,11 @@ def announce_promotion(decision: dict, run_id: str | None = None) -> None:
     if outcome in ("promoted", "forced"):
         subject = f"{model} version {version} is the new champion ({outcome})"
         send_event("promotion", subject, explain_decision(decision))
-    elif decision.get("approval"):  # answered (or timed out) and not promoted
+    elif outcome == "canary":
+        fraction = get_settings().canary_fraction
+        subject = f"{model} version {version} is the canary on {fraction:.0%} of the entities"
+        send_event("promotion", subject, explain_decision(decision))
+    elif outcome == "withdrawn" or decision.get("approval"):  # answered (or timed out), or a canary lost
         send_event(
             "promotion", f"{model} version {version} was not promoted: {decision['reason']}", explain_decision(decision)
         )

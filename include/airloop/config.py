@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     """Hours a promotion waits for an answer; no answer by then rejects it as "timed out"."""
     approvers: list[str] = []
     """Airflow user ids who may answer a promotion request (empty: whoever may act on `airloop_train`)."""
+    canary_fraction: float = 0.0
+    """Share of each day's entities (a stable hash of the id) scored by a `canary`: with it, a challenger
+    that passes the gate against a champion becomes the canary, not the champion (0: no canary)."""
+    canary_days: int = 7
+    """Days a canary scores before the monitor judges it against the champion on their own entities."""
+    canary_min_rows: int = 200
+    """Labelled rows each group (canary, champion) needs before the canary is judged."""
     backfill_promotes: bool = False
     """Let training runs of an Airflow backfill promote (a history load that should produce a champion)."""
     shadow_scoring: bool = False
@@ -262,6 +269,8 @@ class Settings(BaseSettings):
             raise ValueError(f"AIRLOOP_GATE_RULES names unknown rules {unknown}; choose from {list(RULES)}")
         if not 0.5 < self.gate_confidence < 1:
             raise ValueError(f"AIRLOOP_GATE_CONFIDENCE must be in (0.5, 1), got {self.gate_confidence}")
+        if not 0 <= self.canary_fraction < 1:
+            raise ValueError(f"AIRLOOP_CANARY_FRACTION must be in [0, 1), got {self.canary_fraction}")
         if self.approval_timeout_hours <= 0:
             raise ValueError(f"AIRLOOP_APPROVAL_TIMEOUT_HOURS must be > 0, got {self.approval_timeout_hours}")
         return self

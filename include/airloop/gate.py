@@ -19,7 +19,8 @@ Verdict = tuple[bool, str] | None
 # the decisions recorded on a version (tag ``airloop.gate.decision``)
 PROMOTED, FORCED, REFUSED = "promoted", "forced", "refused"
 AWAITING_APPROVAL, REJECTED = "awaiting_approval", "rejected"  # AIRLOOP_PROMOTION_APPROVAL=required
-NOT_PROMOTED = (REFUSED, REJECTED)  # what the retraining policy's back-off counts
+CANARY, WITHDRAWN = "canary", "withdrawn"  # AIRLOOP_CANARY_FRACTION > 0: live on a share, then judged
+NOT_PROMOTED = (REFUSED, REJECTED, WITHDRAWN)  # what the retraining policy's back-off counts
 Rule = Callable[["Settings", dict[str, Any]], Verdict]
 
 

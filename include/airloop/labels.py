@@ -77,3 +77,16 @@ def training_labels(settings: Settings, days: list[str], as_of: str | None = Non
     # latest arrival wins when a label is corrected; one row per entity and time
     arrived = arrived.drop_duplicates([spec.entity, spec.timestamp], keep="last")
     return arrived[[*cols, LABEL_DAY]].reset_index(drop=True)
+
+
+def join_labels(settings: Settings, scored: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with their arrived labels: by entity and event time when predictions carry it,
+    else by entity and day (one prediction per entity and day)."""
+    spec = settings.spec
+    if spec.timestamp in scored:
+        left, right = scored.copy(), labels.copy()
+        for frame in (left, right):
+            frame[spec.timestamp] = pd.to_datetime(frame[spec.timestamp], utc=True).astype("datetime64[ns, UTC]")
+        return left.merge(right.drop(columns=LABEL_DAY), on=[spec.entity, spec.timestamp], how="inner")
+    latest = labels.sort_values(spec.timestamp).drop_duplicates([spec.entity, LABEL_DAY], keep="last")
+    return scored.merge(latest, left_on=[spec.entity, "ds"], right_on=[spec.entity, LABEL_DAY], how="inner")

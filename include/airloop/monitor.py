@@ -20,7 +20,7 @@ import pandas as pd
 from airloop import lake
 from airloop import model as m
 from airloop.config import Settings
-from airloop.labels import LABEL_DAY, arrived_labels, training_labels
+from airloop.labels import LABEL_DAY, arrived_labels, join_labels, training_labels
 from airloop.policy import (
     cooldown_days,
     cooldown_ends,
@@ -59,19 +59,6 @@ def _predictions(settings: Settings, dates: list[str], version: str) -> pd.DataF
         return pd.DataFrame()
     preds = lake.read(settings, lake.PREDICTIONS, present)
     return preds[preds["model_version"] == version]
-
-
-def _join_labels(settings: Settings, scored: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Predictions with their arrived labels: by entity and event time when predictions carry it,
-    else by entity and day (one prediction per entity and day)."""
-    spec = settings.spec
-    if spec.timestamp in scored:
-        left, right = scored.copy(), labels.copy()
-        for frame in (left, right):
-            frame[spec.timestamp] = pd.to_datetime(frame[spec.timestamp], utc=True).astype("datetime64[ns, UTC]")
-        return left.merge(right.drop(columns=LABEL_DAY), on=[spec.entity, spec.timestamp], how="inner")
-    latest = labels.sort_values(spec.timestamp).drop_duplicates([spec.entity, LABEL_DAY], keep="last")
-    return scored.merge(latest, left_on=[spec.entity, "ds"], right_on=[spec.entity, LABEL_DAY], how="inner")
 
 
 def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
@@ -155,7 +142,7 @@ def run_checks(settings: Settings, ds: str, active_training: int = 0) -> dict:
     scored = _predictions(settings, sorted(set(labels[LABEL_DAY])), version) if len(labels) else pd.DataFrame()
     perf_days = sorted(set(scored["ds"]))[-settings.performance_window_days :] if len(scored) else []
     if perf_days:
-        joined = _join_labels(settings, scored[scored["ds"].isin(perf_days)], labels)
+        joined = join_labels(settings, scored[scored["ds"].isin(perf_days)], labels)
         result["performance_days"], result["performance_rows"] = perf_days, len(joined)
         current = pd.DataFrame({"target": joined[spec.label].to_numpy(), PREDICTION: joined["score"].to_numpy()})
         if spec.task == "binary_classification" and current["target"].nunique() < 2:

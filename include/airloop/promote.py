@@ -25,6 +25,7 @@ from airloop import gate, lake
 from airloop.config import Settings
 from airloop.model import TAG_GATE_DECISION, TAG_GATE_REASON, metric_value, predict, predicted_class, train_window
 from airloop.registry import (
+    CANARY,
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
@@ -50,6 +51,29 @@ def paired_bootstrap(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
     point = metric_value(name, y, new) - metric_value(name, y, old)
+    return {"difference": point, "ci_low": float(low), "ci_high": float(high), "resamples": len(diffs)}
+
+
+def unpaired_bootstrap(
+    name: str,
+    new: tuple[np.ndarray, np.ndarray],
+    old: tuple[np.ndarray, np.ndarray],
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, float]:
+    """Confidence interval of metric(new) − metric(old) when the two models scored different rows (a canary
+    and the champion on their own entities): each group's ``(y, pred)`` is resampled on its own."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i, j = rng.integers(0, len(new[0]), len(new[0])), rng.integers(0, len(old[0]), len(old[0]))
+        d = metric_value(name, new[0][i], new[1][i]) - metric_value(name, old[0][j], old[1][j])
+        if not np.isnan(d):
+            diffs.append(d)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    point = metric_value(name, *new) - metric_value(name, *old)
     return {"difference": point, "ci_low": float(low), "ci_high": float(high), "resamples": len(diffs)}
 
 
@@ -220,6 +244,8 @@ def evaluate_gate(
         )
     if decision == gate.PROMOTED and approval:
         decision, reason = gate.AWAITING_APPROVAL, f"{_AWAITING}{reason}"
+    elif decision == gate.PROMOTED and _canary_first(settings, champ):
+        decision, reason = gate.CANARY, f"{_canary_words(settings)}: {reason}"
     evidence = {
         **measured,
         "version": version,
@@ -247,7 +273,9 @@ def evaluate_gate(
     _record(settings, c, mv, evidence)
     if decision in (gate.PROMOTED, gate.FORCED):
         _move_champion(settings, c, version, str(champ.version) if champ is not None else None)
-    if decision in (gate.PROMOTED, gate.FORCED, gate.AWAITING_APPROVAL):  # the approver reads the card
+    elif decision == gate.CANARY:
+        _start_canary(settings, c, version)
+    if decision in (gate.PROMOTED, gate.FORCED, gate.AWAITING_APPROVAL, gate.CANARY):  # the approver reads it
         from airloop.model_card import write_model_card
 
         evidence["model_card"] = write_model_card(settings, version, evidence)
@@ -285,8 +313,9 @@ def answer_approval(
             f"then, v{champion_now} now): run the gate again"
         )
     elif approved:
-        decision = gate.PROMOTED
+        decision = gate.CANARY if _canary_first(settings, champ) else gate.PROMOTED
         why = f"approved by {by}" + (f" ({reason})" if reason else "")
+        why += f"; {_canary_words(settings)}" if decision == gate.CANARY else ""
     else:
         decision, why = gate.REJECTED, f"rejected by {by}: {reason or 'no reason given'}"
     approval = {"approved": approved, "by": by, "at": now, "reason": reason, "answer": why}
@@ -298,7 +327,9 @@ def answer_approval(
     for k, v in {"by": by or "", "at": now, "reason": reason, "answer": why}.items():
         c.set_model_version_tag(settings.registered_model, version, f"airloop.approval.{k}", v)
     _record(settings, c, mv, evidence)
-    if approved:
+    if decision == gate.CANARY:
+        _start_canary(settings, c, version)
+    elif approved:
         _move_champion(settings, c, version, champion_now)
     from airloop.model_card import write_model_card
 
@@ -347,6 +378,23 @@ def _record(settings: Settings, c: Any, mv: Any, evidence: dict[str, Any]) -> No
         c.set_model_version_tag(settings.registered_model, version, k, v)
     c.log_dict(mv.run_id, evidence, f"gate/decision_v{version}.json")
     c.log_text(mv.run_id, explain_decision(evidence), f"gate/decision_v{version}.txt")
+
+
+def _canary_first(settings: Settings, champ: Any) -> bool:
+    """A passing challenger goes live on a share of the entities first (there is a champion to share with)."""
+    return settings.canary_fraction > 0 and champ is not None
+
+
+def _canary_words(settings: Settings) -> str:
+    return f"canary on {settings.canary_fraction:.0%} of the entities, judged after {settings.canary_days} days"
+
+
+def _start_canary(settings: Settings, c: Any, version: str) -> None:
+    c.set_registered_model_alias(settings.registered_model, CANARY, version)
+    c.set_model_version_tag(settings.registered_model, version, "airloop.canary.since", datetime.now(UTC).isoformat())
+    challenger = version_by_alias(settings, CHALLENGER)
+    if challenger is not None and str(challenger.version) == version:
+        c.delete_registered_model_alias(settings.registered_model, CHALLENGER)
 
 
 def _move_champion(settings: Settings, c: Any, new: str, old: str | None) -> None:
@@ -446,3 +494,24 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
         ]
     )
     return subject, body
+
+
+def end_canary(settings: Settings, evidence: dict[str, Any]) -> dict[str, Any]:
+    """Close the canary judged in ``evidence`` (``airloop.canary.judge``): ``promoted`` → it becomes the
+    champion (the champion becomes ``previous_champion``); ``withdrawn`` → the ``canary`` alias is removed
+    and the champion stays. Recorded like a gate decision: tags, ``gate/`` artifacts, the model card."""
+    c = client(settings)
+    version, decision = evidence["version"], evidence["decision"]
+    mv = c.get_model_version(settings.registered_model, version)
+    canary = version_by_alias(settings, CANARY)
+    if canary is None or str(canary.version) != version:
+        raise ValueError(f"version {version} is not the canary")
+    evidence = {**evidence, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"), "decided_by": "monitor"}
+    _record(settings, c, mv, evidence)
+    c.delete_registered_model_alias(settings.registered_model, CANARY)
+    if decision == gate.PROMOTED:
+        _move_champion(settings, c, version, evidence["champion_version"])
+        from airloop.model_card import write_model_card
+
+        evidence["model_card"] = write_model_card(settings, version, evidence)
+    return evidence

@@ -11,6 +11,7 @@ from airloop import model as m
 from airloop.config import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
+CANARY = "canary"  # a version that passed the gate and scores AIRLOOP_CANARY_FRACTION of the entities
 
 
 def client(settings: Settings) -> Any:

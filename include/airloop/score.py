@@ -15,9 +15,9 @@ from airloop import lake
 from airloop.config import Settings
 from airloop.features import online_features, training_frame
 from airloop.model import predict, predicted_class
-from airloop.registry import CHALLENGER, CHAMPION, load_model, version_by_alias
+from airloop.registry import CANARY, CHALLENGER, CHAMPION, load_model, version_by_alias
 from airloop.sources import export_partition
-from airloop.storage import atomic_path, iter_batches, write_json
+from airloop.storage import atomic_path, in_fraction, iter_batches, write_json
 
 
 class NoChampion(LookupError):
@@ -105,6 +105,10 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
         shards[-1].append(group)
         rows += n
     versions = {zone: {"version": str(mv.version), "run_id": mv.run_id} for zone, mv in models.items()}
+    canary = version_by_alias(settings, CANARY) if settings.canary_fraction > 0 else None
+    if canary is not None and str(canary.version) != str(champ.version):
+        # a stable share of the entities (storage.in_fraction) is scored by the canary, in the same partition
+        versions[lake.PREDICTIONS]["canary"] = {"version": str(canary.version), "run_id": canary.run_id}
     return [{"ds": ds, "shard": i, "row_groups": groups, "models": versions} for i, groups in enumerate(shards)]
 
 
@@ -121,10 +125,13 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
 
     spec, ds = settings.spec, shard["ds"]
     loaded = loaded or {}
-    models = {
-        zone: (mv, loaded[mv["version"]] if mv["version"] in loaded else load_model(settings, mv["version"]))
-        for zone, mv in shard["models"].items()
-    }
+
+    def model_of(mv: dict) -> Any:
+        return loaded[mv["version"]] if mv["version"] in loaded else load_model(settings, mv["version"])
+
+    models = {zone: (mv, model_of(mv)) for zone, mv in shard["models"].items()}
+    canary = shard["models"][lake.PREDICTIONS].get("canary")
+    canary_model = model_of(canary) if canary else None
     keys = [spec.entity, spec.timestamp]
     paths = {zone: _part_path(settings, zone, ds, shard["shard"]) for zone in models}
     rows = 0
@@ -140,6 +147,8 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
                 raise RuntimeError(f"{int(missing.sum())} rows of {ds} have no features: materialize {ds} again")
             for zone, (mv, model) in models.items():
                 table = _predictions(settings, mv, model, pa.Table.from_batches([batch.select(keys)]), feats, ds)
+                if zone == lake.PREDICTIONS and canary:
+                    table = _canary_rows(settings, table, feats, canary, canary_model, ds)
                 if zone not in writers:
                     writers[zone] = stack.enter_context(pq.ParquetWriter(tmp[zone], table.schema))
                 writers[zone].write_table(table)
@@ -185,6 +194,8 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
     }
     if settings.s3_output_bucket:
         result["s3_uri"] = export_partition(settings, lake.PREDICTIONS, ds, s3_client_kwargs)
+    if canary := models[lake.PREDICTIONS].get("canary"):
+        result["canary"] = {"model_version": canary["version"], "fraction": settings.canary_fraction}
     if lake.SHADOW in models:
         shadow = models[lake.SHADOW]["version"]
         result["shadow"] = {"model_version": shadow, "path": str(paths[lake.SHADOW])}
@@ -199,6 +210,22 @@ def score_batch(settings: Settings, ds: str) -> dict:
     shards = plan_scoring(settings, ds)
     loaded = {mv["version"]: load_model(settings, mv["version"]) for mv in shards[0]["models"].values()}
     return publish_scores(settings, [score_shard(settings, s, loaded) for s in shards])
+
+
+def _canary_rows(settings: Settings, table: Any, feats: pd.DataFrame, mv: dict, model: Any, ds: str) -> Any:
+    """The champion's prediction rows with the canary's share of the entities scored by the canary instead
+    (same rows, same order; ``model_version`` / ``model_run_id`` say which model scored each row)."""
+    import pyarrow as pa
+
+    spec = settings.spec
+    mask = in_fraction(table.column(spec.entity).to_pandas(), settings.canary_fraction)
+    if not mask.any():
+        return table
+    keys = table.select([spec.entity, spec.timestamp]).filter(pa.array(mask))
+    theirs = _predictions(settings, mv, model, keys, feats[mask], ds).cast(table.schema)
+    rows = np.arange(len(mask))
+    order = np.argsort(np.concatenate([rows[~mask], rows[mask]]), kind="stable")
+    return pa.concat_tables([table.filter(pa.array(~mask)), theirs]).take(order)
 
 
 def _predictions(settings: Settings, mv: dict, model: Any, keys: Any, feats: Any, ds: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from airloop import lake
 from airloop.config import Settings
 from airloop.policy import history
-from airloop.registry import CHALLENGER, CHAMPION, PREVIOUS, training_runs, version_by_alias
+from airloop.registry import CANARY, CHALLENGER, CHAMPION, PREVIOUS, training_runs, version_by_alias
 from airloop.reports import SNAPSHOT_SUFFIX
 
 
@@ -54,7 +54,7 @@ def drift_episodes(checks: list[dict], runs: list[dict]) -> list[dict]:
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     """The current state of the loop as a JSON-ready dict (``airloop status --json``)."""
-    aliases = {a: version_by_alias(settings, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)}
+    aliases = {a: version_by_alias(settings, a) for a in (CHAMPION, CHALLENGER, PREVIOUS, CANARY)}
     runs = retrains(settings)
     checks = history(settings)
     scored = lake.dates(settings, lake.PREDICTIONS)
@@ -77,6 +77,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "champion_version": str(aliases[CHAMPION].version) if aliases[CHAMPION] else None,
         "challenger_version": str(aliases[CHALLENGER].version) if aliases[CHALLENGER] else None,
         "previous_champion_version": str(aliases[PREVIOUS].version) if aliases[PREVIOUS] else None,
+        "canary_version": str(aliases[CANARY].version) if aliases[CANARY] else None,
         "latest_ingested": _latest(lake.dates(settings, lake.RAW)),
         "latest_validated": _latest(lake.dates(settings, lake.VALIDATED)),
         "latest_scored": _latest(scored),
@@ -94,6 +95,7 @@ _ALIASES = (
     ("champion", "champion_version"),
     ("challenger", "challenger_version"),
     ("previous champion", "previous_champion_version"),
+    ("canary", "canary_version"),
 )
 
 

@@ -105,6 +105,18 @@ def iter_batches(
         yield from f.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
 
 
+def key_hash(keys: pd.DataFrame | pd.Series) -> np.ndarray:
+    """A stable 64-bit hash per row of ``keys`` (the same values give the same hash on every run and
+    machine): the rule behind the hash splits and the canary's share of entities."""
+    return pd.util.hash_pandas_object(keys, index=False).to_numpy()
+
+
+def in_fraction(keys: pd.Series, fraction: float) -> np.ndarray:
+    """Which rows fall in a stable ``fraction`` of the key space (by :func:`key_hash`): the same entity is
+    in or out on every day and retry."""
+    return key_hash(keys) % 10_000 < round(fraction * 10_000)
+
+
 @contextmanager
 def split_by_key(
     files: list[Path], columns: list[str], keys: list[str], buckets: int, folder: Path, batch_rows: int
@@ -131,7 +143,7 @@ def split_by_key(
                         writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
                     table = table.cast(schema)
                     frame = table.select(keys).to_pandas()
-                    bucket = pd.util.hash_pandas_object(frame, index=False).to_numpy() % buckets
+                    bucket = key_hash(frame) % buckets
                     order = np.argsort(bucket, kind="stable")
                     bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
                     table = table.take(order)
