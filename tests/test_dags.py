@@ -82,3 +82,25 @@ def test_dag_file_does_not_import_heavy_libraries(path, image):
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     expected = ["docker"] if image and path.name == "airloop_train.py" else []
     assert loaded == expected, f"{path.name} imports {loaded} at parse time: move the import inside the task function"
+
+
+def test_approval_and_canary_add_their_tasks_when_switched_on(monkeypatch):
+    """The optional steps exist only when their setting is on, and then parse (the live runs are in
+    test_approval.py and, for the canary's stage code, test_canary.py)."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    assert "approval" not in dags["airloop_train"].task_ids and "judge_canary" not in dags["airloop_monitor"].task_ids
+    monkeypatch.setenv("AIRLOOP_PROMOTION_APPROVAL", "required")
+    monkeypatch.setenv("AIRLOOP_APPROVAL_TIMEOUT_HOURS", "2")
+    monkeypatch.setenv("AIRLOOP_CANARY_FRACTION", "0.2")
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    train = bag.dags["airloop_train"]
+    assert {"awaits_approval", "approval", "record_approval"} <= set(train.task_ids)
+    approval = train.get_task("approval")
+    assert approval.options == ["Approve", "Reject"] and approval.defaults == ["Reject"]
+    assert approval.response_timeout == timedelta(hours=2)
+    assert "judge_canary" in bag.dags["airloop_monitor"].task_ids
