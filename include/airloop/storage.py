@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,20 +19,49 @@ import numpy as np
 import pandas as pd
 
 
+class DiskFull(OSError):
+    """A write ran out of space: nothing was published (the temp file is removed), the previous version of
+    the target (if any) is intact, and the same run succeeds again once space is freed."""
+
+
+def _no_space(exc: BaseException) -> bool:
+    # Python's own writes set errno; Arrow's (Parquet writers) raise OSError with the reason in the text
+    return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left on device" in str(exc))
+
+
+@contextmanager
+def full_disk_said(target: Path) -> Iterator[None]:
+    """Turn running out of space while writing ``target`` into :class:`DiskFull`, saying where and how
+    much is free (Arrow's own error names neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if not _no_space(exc) or isinstance(exc, DiskFull):
+            raise
+        free = shutil.disk_usage(next(p for p in (target, *target.parents) if p.exists())).free / 2**20
+        raise DiskFull(
+            errno.ENOSPC,
+            f"no space left on the device of {target.parent} ({free:.1f} MB free) while writing {target.name}: "
+            "nothing was published; free space and run the day again",
+        ) from exc
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; on success rename it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Yield a temp path next to ``target``; on success rename it over ``target``. Running out of space
+    raises :class:`DiskFull`."""
+    with full_disk_said(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextmanager
@@ -133,7 +163,7 @@ def split_by_key(
     folder.mkdir(parents=True)
     try:
         paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-        with contextlib.ExitStack() as stack:
+        with full_disk_said(folder / "bucket.parquet"), contextlib.ExitStack() as stack:
             writers: list[Any] = []
             for f in files:
                 for batch in iter_batches(f, batch_rows, columns):
