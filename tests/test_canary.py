@@ -169,3 +169,41 @@ def test_a_canary_as_good_as_the_champion_is_promoted_after_its_days(loop):
     assert mv.tags["airloop.gate.decision"] == "promoted" and "canary" in mv.tags["airloop.gate.reason"]
     # the next day is scored by the new champion alone
     assert out["after"]["model_version"] == out["good"] and "canary" not in out["after"]
+
+
+def test_aliases_moving_while_a_day_is_scored_never_give_it_two_versions(loop):
+    """No canary now: another process flips ``champion`` between two versions (rollback, roll forward) as
+    fast as it can while this one scores the same day again and again. Each published partition is whole
+    and scored by exactly one version (plan_scoring resolves the alias once per run); both versions are seen,
+    so the flips really interleaved with the scoring."""
+    import os
+    import subprocess
+    import sys
+
+    from airloop.score import score_batch
+
+    s, out = loop
+    ds = out["good_judged_on"]
+    flipper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from airloop.config import Settings\n"
+            "from airloop.promote import rollback\n"
+            f"s = Settings(home={str(s.home)!r})\n"
+            "for i in range(30):\n"
+            f"    rollback(s, 'flip during scoring', to_version=({out['champion']!r}, {out['good']!r})[i % 2])\n",
+        ],
+        env={**os.environ, "AIRLOOP_HOME": str(s.home)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    while flipper.poll() is None:
+        score_batch(s, ds)
+        frame = pd.read_parquet(lake.data_file(s, lake.PREDICTIONS, ds))
+        assert frame["model_version"].nunique() == 1 and len(frame) == 2000
+        seen.append(frame["model_version"].iloc[0])
+    assert flipper.returncode == 0, flipper.stderr.read()[-2000:]
+    assert len(seen) >= 3 and set(seen) == {out["champion"], out["good"]}, seen
