@@ -140,6 +140,14 @@ class LiveAirflow:
             )
         self.wait(lambda: self._get_status(f"{self.url}/api/v2/version") == 200, 180, "the api-server to answer")
 
+    def restart(self, name: str) -> None:
+        """Start component ``name`` again (after it was killed), logging to the same file."""
+        log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -2,7 +2,7 @@
 dag-processor) and a real SMTP server. A person approves in the UI's Required Actions (headless Chromium),
 another request is rejected through the HITL REST API (a user who is not an approver gets 403 first), and a
 third gets no answer and times out. Each outcome is checked where a user reads it: the registry's aliases and
-tags, and the emails."""
+tags, and the emails. The same live Airflow then has its scheduler killed during a daily run."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def live(tmp_path_factory, inbox):
             if key.startswith("AIRLOOP_"):
                 mp.setenv(key, value)
         settings = get_settings()
-        simulate(START, DAYS, settings)
+        simulate(START, DAYS + 1, settings)  # the last day is for the daily run of the scheduler test
         for i in range(DAYS):
             ds = (START + timedelta(days=i)).isoformat()
             ingest_batch(settings, ds)
@@ -81,7 +81,7 @@ def live(tmp_path_factory, inbox):
     airflow.cli("airloop", "load-settings")
     airflow.start()
     try:
-        airflow.wait_for_dags([TRAIN])
+        airflow.wait_for_dags([TRAIN, "airloop_daily"])
         airflow.unpause(TRAIN)
         yield airflow
     finally:
@@ -224,3 +224,40 @@ def test_a_request_nobody_answers_is_rejected_as_timed_out(live, inbox):
     tags = _tags(live, version)
     assert tags["airloop.gate.decision"] == "rejected" and tags["airloop.approval.answer"].startswith("timed out")
     inbox.wait_for(lambda m: f"version {version} was not promoted: timed out" in m["subject"])
+
+
+def test_a_scheduler_killed_during_a_daily_run_is_restarted_and_the_run_gives_the_same_output(live):
+    """SIGKILL the scheduler while the daily run's stages run; start it again: the run finishes, and its
+    partitions are byte-identical to a clean re-run of the same day (all its tasks cleared and run again)."""
+    import signal
+
+    from airloop import lake
+
+    ds = (START + timedelta(days=DAYS)).isoformat()
+    daily = "airloop_daily"
+    run_id = live.post(f"/api/v2/dags/{daily}/dagRuns", {"logical_date": f"{ds}T00:00:00Z", "conf": {}})["dag_run_id"]
+    live.unpause(daily)
+    stages = ("ingest", "validate", "materialize")
+    killed_during = live.wait(
+        lambda: next((t for t, st in live.task_states(daily, run_id).items() if t in stages and st == "running"), None),
+        300,
+        "a stage of the daily run to be running",
+        every=0.5,
+    )
+    os.kill(live.procs["scheduler"].pid, signal.SIGKILL)
+    live.procs["scheduler"].wait()
+    time.sleep(5)
+    live.restart("scheduler")
+    assert live.wait_for_run(daily, run_id, timeout=900) == "success", live.task_states(daily, run_id)
+    s = _settings(live)
+    zones = (lake.RAW, lake.VALIDATED, lake.FEATURES, lake.PREDICTIONS)
+    first = {z: lake.data_file(s, z, ds).read_bytes() for z in zones if lake.data_file(s, z, ds).exists()}
+    assert set(first) >= {lake.RAW, lake.VALIDATED, lake.FEATURES}, f"killed during {killed_during}"
+
+    live.post(
+        f"/api/v2/dags/{daily}/clearTaskInstances", {"dag_run_id": run_id, "dry_run": False, "only_failed": False}
+    )
+    live.wait(lambda: live.run_state(daily, run_id) in ("queued", "running"), 120, "the cleared run to start", 1)
+    assert live.wait_for_run(daily, run_id, timeout=900) == "success"
+    again = {z: lake.data_file(s, z, ds).read_bytes() for z in first}
+    assert again == first, f"partitions differ after a clean re-run: {[z for z in first if again[z] != first[z]]}"
