@@ -20,7 +20,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop.config import get_settings
-from airloop_dag_support import MODEL, dag_defaults
+from airloop_dag_support import MODEL, dag_defaults, export_metrics
 
 
 @dag(
@@ -122,7 +122,7 @@ def airloop_train():
             send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 
-    gate(trained)
+    gate(trained) >> export_metrics("registry")
 
 
 airloop_train()

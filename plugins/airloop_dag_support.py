@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, task, teardown
 
 from airloop import lake
 from airloop.config import get_settings
@@ -133,3 +133,19 @@ def score_day(materialized: Any) -> Any:
         return publish_scores(settings, parts, s3_client_kwargs(settings.s3_conn_id))
 
     return score(score_shard.expand(shard=plan_scoring(materialized)))
+
+
+def export_metrics(*parts: str) -> Any:
+    """The last task of a DAG run (call inside a DAG, then wire every leaf to it): refresh the Prometheus
+    textfiles of ``parts`` (``lake``, ``registry``; see ``airloop.metrics``) under ``$AIRLOOP_HOME/metrics``.
+    A teardown task: it runs whatever happened upstream (a quarantined batch is what the metrics must
+    show) and its own state never decides the run's."""
+
+    @teardown(retries=1, retry_delay=timedelta(seconds=10))  # the next run refreshes them anyway
+    def export_metrics() -> list[str]:
+        from airloop.config import get_settings
+        from airloop.metrics import write_textfiles
+
+        return [str(p) for p in write_textfiles(get_settings(), parts)]
+
+    return export_metrics()
