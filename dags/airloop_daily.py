@@ -90,7 +90,7 @@ def airloop_daily():
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 
-    score_day(materialize(validate(ingest()))) >> export_metrics("lake")
+    export_metrics(score_day(materialize(validate(ingest()))), "lake")
 
 
 airloop_daily()

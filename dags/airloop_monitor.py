@@ -95,7 +95,7 @@ def airloop_monitor():
         on_success_callback=notify_retrain,
         conf=request,
     )
-    [retrain, alerted, nothing] >> export_metrics("lake", "registry")
+    export_metrics([retrain, alerted, nothing], "lake", "registry")
 
 
 airloop_monitor()

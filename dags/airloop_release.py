@@ -60,7 +60,7 @@ def airloop_release():
     def materialize(released: dict) -> dict:
         return materialize_day(released["ds"])
 
-    score_day(materialize(release())) >> export_metrics("lake")
+    export_metrics(score_day(materialize(release())), "lake")
 
 
 airloop_release()

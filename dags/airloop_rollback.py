@@ -56,7 +56,7 @@ def airloop_rollback():
         )
         return record
 
-    rollback() >> export_metrics("registry")
+    export_metrics(rollback(), "registry")
 
 
 airloop_rollback()

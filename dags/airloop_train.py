@@ -122,7 +122,7 @@ def airloop_train():
             send_event("promotion", subject, explain_decision(decision))
         return {k: decision[k] for k in ("version", "decision", "reason", "champion_version", "failed_rules")}
 
-    gate(trained) >> export_metrics("registry")
+    export_metrics(gate(trained), "registry")
 
 
 airloop_train()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, task, teardown
+from airflow.sdk import Asset, CronDataIntervalTimetable, task
 
 from airloop import lake
 from airloop.config import get_settings
@@ -135,17 +135,19 @@ def score_day(materialized: Any) -> Any:
     return score(score_shard.expand(shard=plan_scoring(materialized)))
 
 
-def export_metrics(*parts: str) -> Any:
-    """The last task of a DAG run (call inside a DAG, then wire every leaf to it): refresh the Prometheus
-    textfiles of ``parts`` (``lake``, ``registry``; see ``airloop.metrics``) under ``$AIRLOOP_HOME/metrics``.
-    A teardown task: it runs whatever happened upstream (a quarantined batch is what the metrics must
-    show) and its own state never decides the run's."""
+def export_metrics(leaves: Any, *parts: str) -> None:
+    """The last task of a DAG run, after ``leaves`` (a task or a list: every leaf of the DAG; call inside a
+    DAG): refresh the Prometheus textfiles of ``parts`` (``lake``, ``registry``; see ``airloop.metrics``) under
+    ``$AIRLOOP_HOME/metrics``. A teardown task: it runs whatever happened upstream (a quarantined batch is what
+    the metrics must show) and its own state never decides the run's. ``AIRLOOP_METRICS_EXPORT=false``: no task."""
+    if not get_settings().metrics_export:
+        return
 
-    @teardown(retries=1, retry_delay=timedelta(seconds=10))  # the next run refreshes them anyway
+    @task(retries=1, retry_delay=timedelta(seconds=10))  # the next run refreshes them anyway
     def export_metrics() -> list[str]:
         from airloop.config import get_settings
         from airloop.metrics import write_textfiles
 
         return [str(p) for p in write_textfiles(get_settings(), parts)]
 
-    return export_metrics()
+    leaves >> export_metrics().as_teardown()

@@ -21,7 +21,9 @@ EXPECTED = {"airloop_daily", "airloop_monitor", "airloop_release", "airloop_roll
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_METRICS_EXPORT", "true")  # the default (the test session turns it off)
+        return DagBag(dag_folder=str(ROOT / "dags"))
 
 
 def test_dags_import_without_errors(dagbag):
@@ -51,6 +53,7 @@ def test_every_dag_ends_with_the_metrics_export_whatever_happened_upstream(dagba
         "airloop_train": ["registry"],
         "airloop_rollback": ["registry"],
     }
+    assert set(dagbag.dags) == EXPECTED == set(parts), dagbag.import_errors
     for dag_id, dag in dagbag.dags.items():
         export = dag.get_task("export_metrics")
         assert export.is_teardown and not export.on_failure_fail_dagrun, dag_id

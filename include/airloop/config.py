@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     min_new_labels: int = 200
     """Labelled rows after the last training window needed before a retrain."""
 
+    metrics_export: bool = True
+    """Each DAG run ends with `export_metrics`, which rewrites the Prometheus textfiles under `home/metrics/`
+    (read where the DAGs are parsed)."""
     metrics_days: int = 30
     """Most recent days with per-day series (label `ds`) in the Prometheus metrics (`airloop metrics`)."""
 
