@@ -194,7 +194,8 @@ def lake_metrics(settings: Settings, now: float | None = None) -> Iterator[Metri
 
 def registry_metrics(settings: Settings, now: float | None = None) -> Iterator[Metric]:
     """Training runs by trigger, gate decisions by outcome, rollbacks, and the champion: its version and
-    when it was trained. Reads the MLflow tracking server / registry (one search of runs, one of versions)."""
+    when it was trained. Reads the MLflow tracking server / registry (runs and versions searched twice: the
+    shared ``registry.training_runs`` and once more for end times and rollback tags; cheap next to a DAG run)."""
     from airloop.registry import CHAMPION, client, training_runs, version_by_alias
 
     runs = training_runs(settings)
@@ -246,6 +247,7 @@ def registry_metrics(settings: Settings, now: float | None = None) -> Iterator[M
 
 
 def _runs(c: Any, settings: Settings, run_ids: list[str]) -> Iterable[Any]:
+    """The MLflow runs of the training experiment (none to search when no training run is recorded)."""
     exp = c.get_experiment_by_name(settings.experiment_name)
     return c.search_runs([exp.experiment_id]) if exp is not None and run_ids else []
 
