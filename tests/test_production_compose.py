@@ -35,7 +35,7 @@ ALL_SERVICES = {
     *AIRFLOW_SERVICES,
     *METRICS_SERVICES,
 }
-# Airflow's StatsD route: configured for compose, validated in tests/test_metrics_live.py (the live topology runs
+# Airflow's StatsD route: configured for compose, validated in tests/test_metrics.py (the live topology runs
 # without it: no statsd-exporter here)
 STATSD_KEYS = {
     "AIRFLOW__METRICS__STATSD_ON",
@@ -247,7 +247,7 @@ def test_local_ui_targets_bind_loopback_unless_told_otherwise():
 def test_metrics_services_scrape_airloop_and_airflow_and_provision_the_dashboard(compose):
     """Prometheus scrapes node-exporter's textfile collector (the directory the DAGs write, on the data volume) and
     statsd-exporter (where every Airflow component sends StatsD); Grafana gets the datasource and the dashboard
-    as configs. (Validated with compose's loader; tests/test_metrics_live.py runs the same Prometheus file.)"""
+    as configs. (Validated with compose's loader; tests/test_drift_policy.py runs the same Prometheus file.)"""
     import yaml
 
     services, configs = compose["services"], compose["configs"]
