@@ -13,7 +13,9 @@ Runs nightly for the day that just ended (its data interval).
 4. **score** the day's entities with `models:/<model>@champion` (skipped until a champion exists):
    `plan_scoring` fixes the model version and splits the day into shards of `AIRLOOP_SCORE_SHARD_ROWS`
    rows, `score_shard` is mapped over them (in parallel on every worker), and `score` publishes the
-   shards as the day's predictions at once.
+   shards as the day's predictions at once;
+5. **export_metrics** (a teardown: it runs even after a quarantine, and never decides the run's state)
+   rewrites the lake's Prometheus textfile, `$AIRLOOP_HOME/metrics/airloop_lake.prom` (`airloop.metrics`).
 
 **Triggering.** Nightly at `AIRLOOP_NIGHTLY_CRON` (default `0 0 * * *`) in `AIRLOOP_TIMEZONE`, for the
 interval that just ended; the run's logical date is the batch day. For one day by hand: *Trigger* →
@@ -36,6 +38,7 @@ from airloop_dag_support import (
     RAW_BATCH,
     VALIDATED_BATCH,
     dag_defaults,
+    export_metrics,
     fail_if_quarantined,
     materialize_day,
     nightly,
@@ -87,7 +90,7 @@ def airloop_daily():
     def materialize(validated: dict) -> dict:
         return materialize_day(validated["ds"])
 
-    score_day(materialize(validate(ingest())))
+    export_metrics(score_day(materialize(validate(ingest()))), "lake")
 
 
 airloop_daily()

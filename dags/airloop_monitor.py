@@ -17,9 +17,11 @@ Nightly, after the daily chain has scored the day:
      `airloop_train` with the request (trigger, causes, reason, day) as its conf;
    * `alert_only`: something is wrong but the policy holds the retrain back (cool-down, drift not yet
      persistent, too few new labels, a training run in flight);
-   * `no_action`.
+   * `no_action`;
 4. with `AIRLOOP_CANARY_FRACTION`, `judge_canary` compares the canary with the champion on their own
-   labelled entities and promotes or withdraws it once the evidence is enough (`airloop.canary`).
+   labelled entities and promotes or withdraws it once the evidence is enough (`airloop.canary`);
+5. `export_metrics` (a teardown, whatever the branch) rewrites the Prometheus textfiles under
+   `$AIRLOOP_HOME/metrics/` (the lake's and the registry's; `airloop.metrics`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from airflow.sdk import dag, task
 
 from airloop.config import get_settings
 from airloop_alerts import notify_retrain
-from airloop_dag_support import dag_defaults, nightly
+from airloop_dag_support import dag_defaults, export_metrics, nightly
 
 TRAIN_DAG = "airloop_train"
 
@@ -83,6 +85,7 @@ def airloop_monitor():
         send_event("drift", f"monitor alert without retrain ({result['ds']})", message)
 
     result = check(collect_labels())
+    leaves = []
 
     if get_settings().canary_fraction > 0:
 
@@ -101,10 +104,12 @@ def airloop_monitor():
                 announce_promotion(decision)
             return {k: decision[k] for k in ("version", "decision", "reason")}
 
-        judge_canary(result)
+        leaves.append(judge_canary(result))
+
     request = request_retrain(result)
-    route(result) >> [request, alert_only(result), EmptyOperator(task_id="no_action")]
-    TriggerDagRunOperator(  # the request is the run's conf: each key is a Param of airloop_train
+    alerted, nothing = alert_only(result), EmptyOperator(task_id="no_action")
+    route(result) >> [request, alerted, nothing]
+    retrain = TriggerDagRunOperator(  # the request is the run's conf: each key is a Param of airloop_train
         task_id="trigger_retrain",
         trigger_dag_id=TRAIN_DAG,
         trigger_run_id="retrain__{{ ds }}",
@@ -113,6 +118,7 @@ def airloop_monitor():
         on_success_callback=notify_retrain,
         conf=request,
     )
+    export_metrics([retrain, alerted, nothing, *leaves], "lake", "registry")
 
 
 airloop_monitor()

@@ -19,6 +19,7 @@ from airloop_dag_support import (
     FEATURES,
     VALIDATED_BATCH,
     dag_defaults,
+    export_metrics,
     fail_if_quarantined,
     materialize_day,
     score_day,
@@ -59,7 +60,7 @@ def airloop_release():
     def materialize(released: dict) -> dict:
         return materialize_day(released["ds"])
 
-    score_day(materialize(release()))
+    export_metrics(score_day(materialize(release())), "lake")
 
 
 airloop_release()

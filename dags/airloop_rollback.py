@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop_dag_support import MODEL, dag_defaults
+from airloop_dag_support import MODEL, dag_defaults, export_metrics
 
 
 @dag(
@@ -56,7 +56,7 @@ def airloop_rollback():
         )
         return record
 
-    rollback()
+    export_metrics(rollback(), "registry")
 
 
 airloop_rollback()

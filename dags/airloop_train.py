@@ -22,7 +22,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop.config import get_settings
-from airloop_dag_support import MODEL, dag_defaults
+from airloop_dag_support import MODEL, dag_defaults, export_metrics
 
 
 @dag(
@@ -126,6 +126,7 @@ def airloop_train():
         return judged
 
     judged = gate(trained)
+    leaves = [judged]
 
     if get_settings().promotion_approval == "required":
         # a person answers in Required Actions (or the HITL REST API); the waiting task holds no worker slot
@@ -151,7 +152,9 @@ def airloop_train():
 
         approval = approval_task()
         awaits_approval(judged) >> approval
-        record_approval(judged, approval.output)
+        leaves.append(record_approval(judged, approval.output))
+
+    export_metrics(leaves, "registry")
 
 
 airloop_train()

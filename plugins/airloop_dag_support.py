@@ -155,3 +155,21 @@ def approval_task() -> Any:
         response_timeout=timedelta(hours=settings.approval_timeout_hours),
         retries=0,
     )
+
+
+def export_metrics(leaves: Any, *parts: str) -> None:
+    """The last task of a DAG run, after ``leaves`` (a task or a list: every leaf of the DAG; call inside a
+    DAG): refresh the Prometheus textfiles of ``parts`` (``lake``, ``registry``; see ``airloop.metrics``) under
+    ``$AIRLOOP_HOME/metrics``. A teardown task: it runs whatever happened upstream (a quarantined batch is what
+    the metrics must show) and its own state never decides the run's. ``AIRLOOP_METRICS_EXPORT=false``: no task."""
+    if not get_settings().metrics_export:
+        return
+
+    @task(retries=1, retry_delay=timedelta(seconds=10))  # the next run refreshes them anyway
+    def export_metrics() -> list[str]:
+        from airloop.config import get_settings
+        from airloop.metrics import write_textfiles
+
+        return [str(p) for p in write_textfiles(get_settings(), parts)]
+
+    leaves >> export_metrics().as_teardown()

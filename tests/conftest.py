@@ -28,6 +28,9 @@ os.environ.update(
         # label; the default, the delayed label feed, is what test_train's feed test, test_drift_policy and
         # test_your_data_e2e (a user's shell, no AIRLOOP_* set) run on
         "AIRLOOP_LABEL_SOURCE": "batch",
+        # the DAGs' metrics export (a teardown task per run) is tested where it is turned on again: the DAG
+        # structure in test_dags, real runs in test_monitor_e2e; elsewhere it would only add a task to each run
+        "AIRLOOP_METRICS_EXPORT": "false",
     }
 )
 sys.path.insert(0, str(ROOT / "plugins"))

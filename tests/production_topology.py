@@ -398,6 +398,9 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AIRLOOP_", "AWS_"))}
     tuning = {"AIRFLOW__API__WORKERS": "1", "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
+    # the metrics export (a teardown task per DAG run, ~5 s of imports on a worker) is off here to keep this module's
+    # time; real DAG runs export in tests/test_monitor_e2e.py, compose runs it on (the default)
+    tuning["AIRLOOP_METRICS_EXPORT"] = "false"
     topo.env = {**base, **profile, **tuning, **(extra or {})}
     topo.profile = profile  # type: ignore[attr-defined]
     try:

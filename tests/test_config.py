@@ -45,6 +45,7 @@ def test_settings_that_cannot_work_stop_at_load_naming_the_variables(monkeypatch
 
 def test_as_env_hands_on_what_was_set_and_the_home(monkeypatch, tmp_path):
     monkeypatch.delenv("AIRLOOP_LABEL_SOURCE")  # set for the test session (conftest)
+    monkeypatch.delenv("AIRLOOP_METRICS_EXPORT")  # likewise
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     monkeypatch.setenv("AIRLOOP_GATE_RULES", '["floor", "min_rows"]')
     env = Settings().as_env()

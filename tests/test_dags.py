@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ EXPECTED = {"airloop_daily", "airloop_monitor", "airloop_release", "airloop_roll
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_METRICS_EXPORT", "true")  # the default (the test session turns it off)
+        return DagBag(dag_folder=str(ROOT / "dags"))
 
 
 def test_dags_import_without_errors(dagbag):
@@ -38,6 +41,28 @@ def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
             assert t.owner == "airloop", f"{dag_id}.{t.task_id}: owner"
             assert t.retries >= 1, f"{dag_id}.{t.task_id}: set retries (dag_defaults) so transient errors heal"
             assert t.on_failure_callback, f"{dag_id}.{t.task_id}: use dag_defaults() (failure alert email)"
+
+
+def test_every_dag_ends_with_the_metrics_export_whatever_happened_upstream(dagbag, settings):
+    """airloop.metrics' hook: a teardown task downstream of every other task (it runs after a quarantine or a
+    failed training, and its own state never decides the run's), refreshing the textfiles its DAG changes."""
+    parts = {
+        "airloop_daily": ["lake"],
+        "airloop_release": ["lake"],
+        "airloop_monitor": ["lake", "registry"],
+        "airloop_train": ["registry"],
+        "airloop_rollback": ["registry"],
+    }
+    assert set(dagbag.dags) == EXPECTED == set(parts), dagbag.import_errors
+    for dag_id, dag in dagbag.dags.items():
+        export = dag.get_task("export_metrics")
+        assert export.is_teardown and not export.on_failure_fail_dagrun, dag_id
+        others = {t.task_id for t in dag.tasks} - {"export_metrics"}
+        assert export.get_flat_relative_ids(upstream=True) == others, f"{dag_id}: wire every leaf to export_metrics"
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+        written = export.python_callable()  # the task's body, on the fixture's empty home
+        assert sorted(Path(p).name for p in written) == sorted(f"airloop_{part}.prom" for part in parts[dag_id])
+        assert sorted(p.name for p in settings.metrics_dir.iterdir()) == sorted(Path(p).name for p in written)
 
 
 def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypatch):

@@ -7,6 +7,7 @@ validate, materialize, score with the champion, collect labels, the monitor's ch
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -91,3 +92,67 @@ def test_one_lasting_shift_gives_one_retrain_and_then_the_drift_stops(months):
     assert episode["change_point"] == SHIFT_DAY and episode["last_flagged"] == retrains[0]
     assert episode["retrain"] == {"trigger_ds": retrains[0], "version": "2", "gate": "promoted"}
     assert episode["resolved"] == later[0]["ds"]
+
+
+def test_prometheus_scrapes_the_run_and_every_dashboard_query_returns_data(months, tmp_path):
+    """The same five weeks, plus a bad batch and a rollback, as Prometheus sees them: the textfiles the DAGs
+    write (airloop.metrics) served by node-exporter's textfile collector, scraped by a real Prometheus on
+    loopback with deploy/prometheus/prometheus.yml; the numbers match the state, and every PromQL expression of
+    the Grafana dashboard runs through Prometheus' HTTP API and returns data (Airflow's StatsD panels: see below)."""
+    import pandas as pd
+
+    from airloop import lake
+    from airloop.ingest import ingest_batch
+    from airloop.metrics import write_textfiles
+    from airloop.promote import rollback
+    from airloop.quarantine import BatchQuarantined
+    from airloop.simulate import Scenario, simulate
+    from airloop.validate import validate_batch
+    from metrics_stack import dashboard_queries, metric_names, node_exporter, prometheus, query, value, wait_for
+
+    settings, results = months
+    bad = (START + timedelta(days=DAYS)).isoformat()
+    simulate(START + timedelta(days=DAYS), 1, settings, [Scenario.parse(f"schema_break@{bad}:{bad}")])
+    ingest_batch(settings, bad)
+    with pytest.raises(BatchQuarantined):
+        validate_batch(settings, bad)
+    rollback(settings, "metrics test: the retrained champion rolled back", actor="pytest")
+    write_textfiles(settings)
+
+    with node_exporter(settings.metrics_dir, tmp_path) as target, prometheus({"airloop": target}, tmp_path) as url:
+        wait_for(url, "airloop_rows_landed", settings.metrics_days)
+        # the last AIRLOOP_METRICS_DAYS days, each with the state's own numbers
+        days = sorted({s["metric"]["ds"] for s in query(url, "airloop_rows_landed")})
+        assert days == [(START + timedelta(days=i)).isoformat() for i in range(DAYS + 1)][-settings.metrics_days :]
+        for ds in (days[0], days[-2]):
+            rows = len(pd.read_parquet(lake.data_file(settings, lake.VALIDATED, ds)))
+            assert value(url, f'airloop_rows_validated{{ds="{ds}"}}') == rows == settings.rows_per_day
+        assert value(url, f'airloop_batch_quarantined{{ds="{bad}"}}') == 1 and not query(
+            url, f'airloop_rows_validated{{ds="{bad}"}}'
+        )
+        failed = query(url, f'airloop_validation_failed_expectations{{ds="{bad}", severity="critical"}}')
+        assert {s["metric"]["expectation"] for s in failed} >= {"expect_table_columns_to_match_set"}
+        (retrain_ds,) = [ds for ds, r in results.items() if r["action"] == "retrain"]
+        assert value(url, f'airloop_monitor_action{{ds="{retrain_ds}", action="retrain"}}') == 1
+        assert value(url, f'airloop_dataset_drift{{ds="{retrain_ds}"}}') == 1
+        assert value(url, f'airloop_drift_share{{ds="{retrain_ds}"}}') == pytest.approx(
+            results[retrain_ds]["drift_share"]
+        )
+        after = max(ds for ds, r in results.items() if r.get("champion_version") == "2")
+        assert query(url, f'airloop_predictions{{ds="{after}", model_version="2"}}')
+        assert value(url, 'airloop_training_runs_total{trigger="retrain"}') == 1
+        assert value(url, 'airloop_gate_decisions_total{decision="promoted"}') == 2
+        assert value(url, "airloop_rollbacks_total") == 1 and value(url, "airloop_champion_version") == 1
+        # the dashboard: every airloop_* expression returns data from this run; Airflow's (airflow_*, from
+        # statsd-exporter, which Debian does not package) are valid PromQL, checked in tests/test_metrics.py
+        time.sleep(2.5)  # a few scrapes, for the range functions (increase, changes)
+        empty, airflow = [], []
+        for title, expr in dashboard_queries():
+            names = metric_names(expr)
+            if names and all(n.startswith("airflow_") for n in names):
+                airflow.append(expr)
+                query(url, expr)  # Prometheus parses and runs it
+            elif not query(url, expr):
+                empty.append((title, expr))
+        assert not empty, f"dashboard queries without data: {empty}"
+        assert airflow, "the dashboard has Airflow panels"

@@ -28,6 +28,7 @@ def concept(airflow_runs, tmp_path_factory):
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("concept") / "airloop"))
         mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "4")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "3")
+        mp.setenv("AIRLOOP_METRICS_EXPORT", "true")  # the default (the test session turns it off)
         settings = get_settings()
         simulate(START, DAYS, settings, [Scenario.parse(f"concept_drift@{DRIFT_DAY}")])
         log = {entry["ds"]: entry for entry in run_days(START, DAYS)}
@@ -94,6 +95,38 @@ def test_reports_numbers_and_mlflow_metrics_are_persisted(concept):
     assert run.data.tags["airloop.model_version"] == caught["champion_version"]
     mv = c.get_model_version(settings.registered_model, caught["champion_version"])
     assert mv.tags["airloop.monitor.last_ds"] >= CAUGHT_DAY
+
+
+def test_each_dag_run_leaves_the_prometheus_textfiles_of_the_state(concept):
+    """The DAGs' export_metrics teardowns wrote $AIRLOOP_HOME/metrics/*.prom: the lake's with every day of the
+    run (the last written by the last day's monitor), the registry's with the training runs the monitor
+    triggered and the champion they left; the same text `airloop.metrics` reads from the state now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from airloop.metrics import LAKE_FILE, REGISTRY_FILE
+    from airloop.registry import CHAMPION, training_runs, version_by_alias
+
+    settings, log, _ = concept
+    files = {p.name: p.read_text() for p in settings.metrics_dir.iterdir()}
+    assert sorted(files) == sorted([LAKE_FILE, REGISTRY_FILE])
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for text in files.values()
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    for ds in log:
+        rows = len(lake.read(settings, lake.VALIDATED, [ds]))
+        assert samples[("airloop_rows_validated", (("ds", ds),))] == rows
+        action = _result(settings, ds)["action"]
+        assert samples[("airloop_monitor_action", (("action", action), ("ds", ds)))] == 1
+    runs = training_runs(settings)
+    triggers = {r["trigger"] for r in runs}
+    assert triggers == {"bootstrap", "retrain"}
+    for trigger in triggers:
+        count = sum(r["trigger"] == trigger for r in runs)
+        assert samples[("airloop_training_runs_total", (("trigger", trigger),))] == count
+    assert samples[("airloop_champion_version", ())] == float(version_by_alias(settings, CHAMPION).version)
 
 
 def test_a_training_run_in_flight_suppresses_a_new_trigger(concept):

@@ -23,7 +23,27 @@ from production_topology import (
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer", "worker"]
-ALL_SERVICES = {"postgres", "redis", "s3", "smtp", "airflow-init", "mlflow", "serve", *AIRFLOW_SERVICES}
+METRICS_SERVICES = {"node-exporter", "statsd-exporter", "prometheus", "grafana"}
+ALL_SERVICES = {
+    "postgres",
+    "redis",
+    "s3",
+    "smtp",
+    "airflow-init",
+    "mlflow",
+    "serve",
+    *AIRFLOW_SERVICES,
+    *METRICS_SERVICES,
+}
+# Airflow's StatsD route: configured for compose, validated in tests/test_metrics.py (the live topology runs
+# without it: no statsd-exporter here)
+STATSD_KEYS = {
+    "AIRFLOW__METRICS__STATSD_ON",
+    "AIRFLOW__METRICS__STATSD_HOST",
+    "AIRFLOW__METRICS__STATSD_PORT",
+    "AIRFLOW__METRICS__STATSD_PREFIX",
+    "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED",
+}
 
 
 def _compose_config(env_file: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -80,7 +100,7 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
         env = compose["services"][name]["environment"]
         missing = expected - set(env)
         assert not missing, f"{name} lacks {sorted(missing)}"
-        extra = {k for k in env if k.startswith(("AIRFLOW__", "AIRLOOP_"))} - expected
+        extra = {k for k in env if k.startswith(("AIRFLOW__", "AIRLOOP_"))} - expected - STATSD_KEYS
         assert not extra, f"{name} sets {sorted(extra)}, which the live test never ran with"
         for key in (
             "AIRFLOW__CORE__EXECUTOR",
@@ -222,3 +242,45 @@ def test_local_ui_targets_bind_loopback_unless_told_otherwise():
         got = subprocess.run(["sh", "-c", ask], capture_output=True, text=True, env=run_env)
         assert got.stdout.strip() == host, got.stderr[-1000:]
     assert any("--host 127.0.0.1" in x for x in dry("mlflow-ui"))
+
+
+def test_metrics_services_scrape_airloop_and_airflow_and_provision_the_dashboard(compose):
+    """Prometheus scrapes node-exporter's textfile collector (the directory the DAGs write, on the data volume) and
+    statsd-exporter (where every Airflow component sends StatsD); Grafana gets the datasource and the dashboard
+    as configs. (Validated with compose's loader; tests/test_drift_policy.py runs the same Prometheus file.)"""
+    import yaml
+
+    services, configs = compose["services"], compose["configs"]
+
+    def mounted(service: str, target: str) -> Path:
+        (source,) = [c["source"] for c in services[service]["configs"] if c["target"] == target]
+        return Path(configs[source]["file"])
+
+    worker = services["worker"]["environment"]
+    textfiles = f"{worker['AIRLOOP_HOME']}/metrics"  # Settings.metrics_dir
+    node = services["node-exporter"]
+    assert f"--collector.textfile.directory={textfiles}" in node["command"]
+    (data,) = [v for v in node["volumes"] if v["source"] == "airloop-data"]
+    assert data["target"] == worker["AIRLOOP_HOME"] and data["read_only"]
+    statsd = services["statsd-exporter"]["command"]
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert STATSD_KEYS <= set(env) and env["AIRFLOW__METRICS__STATSD_ON"] == "True"
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
+        assert f"--statsd.listen-udp=:{env['AIRFLOW__METRICS__STATSD_PORT']}" in statsd
+    assert mounted("statsd-exporter", "/etc/statsd/mapping.yml") == ROOT / "deploy/prometheus/statsd_mapping.yml"
+    config = yaml.safe_load(mounted("prometheus", "/etc/prometheus/prometheus.yml").read_text())
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert targets == {"airloop": ["node-exporter:9100"], "airflow": ["statsd-exporter:9102"]}
+    assert "--web.listen-address=:9102" in statsd
+    grafana = services["grafana"]
+    datasource = yaml.safe_load(mounted("grafana", "/etc/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (ds,) = datasource["datasources"]
+    assert ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus"
+    provider = yaml.safe_load(mounted("grafana", "/etc/grafana/provisioning/dashboards/airloop.yml").read_text())
+    dashboards = Path(provider["providers"][0]["options"]["path"])
+    assert mounted("grafana", str(dashboards / "airloop.json")) == ROOT / "deploy/grafana/dashboards/airloop.json"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/airloop.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {ds["uid"]}
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "change-me-grafana"  # from .env, not the file

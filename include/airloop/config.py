@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     min_new_labels: int = 200
     """Labelled rows after the last training window needed before a retrain."""
 
+    metrics_export: bool = True
+    """Each DAG run ends with `export_metrics`, which rewrites the Prometheus textfiles under `home/metrics/`
+    (read where the DAGs are parsed)."""
+    metrics_days: int = 30
+    """Most recent days with per-day series (label `ds`) in the Prometheus metrics (`airloop metrics`)."""
+
     # --- orchestration (read where the DAGs are parsed)
     nightly_cron: str = "0 0 * * *"
     """Schedule of the daily chain; each run processes the interval (calendar day) that just ended."""
@@ -252,7 +258,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_drift(self) -> Settings:
-        for name in ("drift_current_days", "drift_reference_days", "drift_settle_days", "retrain_cooldown_days"):
+        for name in (
+            "metrics_days",
+            "drift_current_days",
+            "drift_reference_days",
+            "drift_settle_days",
+            "retrain_cooldown_days",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"AIRLOOP_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.retrain_backoff_max_days < self.retrain_cooldown_days:
@@ -337,6 +349,11 @@ class Settings(BaseSettings):
     @property
     def monitoring_dir(self) -> Path:
         return self.home / "monitoring"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The Prometheus textfiles (`*.prom`) node-exporter's textfile collector reads."""
+        return self.home / "metrics"
 
     @property
     def feast_dir(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 from airloop import lake
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import atomic_path, date_range, exclusive, iter_batches, split_by_key, write_parquet
+from airloop.storage import atomic_path, date_range, exclusive, iter_batches, split_by_key, write_json, write_parquet
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -196,6 +197,7 @@ def materialize_features(settings: Settings, ds: str) -> dict:
     from airloop.online_write import online_writer
 
     with exclusive(settings.feast_dir / ".airloop.lock"):  # the features zone, Feast's registry and online store
+        began = time.perf_counter()  # after the lock: the work, not the wait
         rows, entities = write_features(settings, ds)
         # newer days already written whose aggregate windows reach back to ds were computed without it (a
         # backfill out of order, a late day): compute them again, so the order of runs never changes a value
@@ -215,14 +217,17 @@ def materialize_features(settings: Settings, ds: str) -> dict:
         finally:
             writer.close()
     start, end = _day_bounds(ds)
-    return {
+    result = {
         "ds": ds,
         "rows": rows,
         "entities": entities,
         "online_store": settings.online_store,
         "online_writer": writer.name,
         "window": [start.isoformat(), _day_bounds(days[-1])[1].isoformat()],
+        "seconds": round(time.perf_counter() - began, 3),
     }
+    write_json(result, lake.materialize_record(settings, ds))  # what airloop.metrics reports
+    return result
 
 
 def training_frame(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:

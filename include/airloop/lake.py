@@ -143,6 +143,12 @@ def skew_report(settings: Settings, ds: str) -> Path:
     return settings.monitoring_dir / "skew" / f"{folder(ds)}.json"
 
 
+def materialize_record(settings: Settings, ds: str) -> Path:
+    """The rows and seconds of one day's materialization (``features.materialize_features`` writes it,
+    ``airloop.metrics`` reads it)."""
+    return settings.monitoring_dir / "materialize" / f"{folder(ds)}.json"
+
+
 def staging(settings: Settings, stage: str, ds: str) -> Path:
     """Scratch folder of one stage and day (scoring parts, hash buckets); no reader lists it."""
     return settings.staging_dir / stage / folder(ds)

@@ -77,6 +77,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from airloop.metrics import exposition, write_textfiles
+
+    settings, parts = get_settings(), args.part or ["lake", "registry"]
+    if args.write:
+        paths = write_textfiles(settings, parts)
+        _emit(args, [str(p) for p in paths], "\n".join(f"wrote {p}" for p in paths))
+    else:
+        text = exposition(settings, parts)
+        _emit(args, {"exposition": text}, text.rstrip("\n"))
+    return 0
+
+
 def cmd_features_env(args: argparse.Namespace) -> int:
     from airloop.features import feast_env
 
@@ -275,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default: AIRLOOP_SERVE_WORKERS, 1)")
 
     add("status", cmd_status, "Show champion/challenger, partitions, quarantine, drift events and retrains.")
+
+    p = add(
+        "metrics",
+        cmd_metrics,
+        "Prometheus metrics read from the loop's state, in the text exposition format (--write: the textfiles "
+        "node-exporter's textfile collector reads, under $AIRLOOP_HOME/metrics/).",
+    )
+    p.add_argument("--write", action="store_true", help="write the .prom files atomically instead of printing")
+    p.add_argument("--part", action="append", choices=["lake", "registry"], help="only this part (repeatable)")
 
     p = add("report", cmd_report, "The HTML pages of a day's monitoring reports (rendered again if pruned).")
     p.add_argument("--date", required=True, help="the checked day, YYYY-MM-DD")
