@@ -105,6 +105,7 @@ class LiveAirflow:
         }
         self.env.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = {}
         self._token: str | None = None
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -166,9 +167,19 @@ class LiveAirflow:
     def wait(self, condition, timeout: float, what: str, every: float = 2) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise AssertionError(f"airflow {name} exited ({proc.returncode}):\n{self.logs()}")
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    continue
+                # as compose's `restart: unless-stopped` (and systemd) do: a scheduler or dag-processor that
+                # crashed is started again, at most twice, and said on the console (Airflow 3.3's scheduler
+                # can die in its own error handler on SQLite under load: ObjectDeletedError on a DagRun)
+                if name != "api-server" and self.restarts.get(name, 0) < 2:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    tail = (self.base / f"{name}.log").read_text(errors="replace")[-600:]
+                    print(f"[live airflow] {name} exited ({proc.returncode}); restarting it:\n{tail}", flush=True)
+                    self.restart(name)
+                    continue
+                raise AssertionError(f"airflow {name} exited ({proc.returncode}):\n{self.logs()}")
             result = condition()
             if result:
                 return result
