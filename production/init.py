@@ -1,17 +1,16 @@
 """One-shot set-up of the compose topology (the ``airflow-init`` service): metadata DB, MLflow DB, buckets,
-UI password file. Idempotent: safe to run on every ``docker compose up``."""
+users and roles (``roles.py``). Idempotent: safe to run on every ``docker compose up``."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
 import psycopg2
 
-PASSWORDS = Path("/opt/airflow/secrets/passwords.json")
 BUCKETS = (os.environ["AIRLOOP_S3_BUCKET"], os.environ["AIRLOOP_S3_OUTPUT_BUCKET"], "airloop-mlflow")
 
 
@@ -29,10 +28,9 @@ def main() -> None:
     for bucket in BUCKETS:
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)
-    # the UI password comes from .env; the simple auth manager then never generates (nor logs) one
-    PASSWORDS.write_text(json.dumps({"admin": os.environ["AIRFLOW_ADMIN_PASSWORD"]}))
-    PASSWORDS.chmod(0o600)
-    print("airloop init: metadata DB migrated, mlflow DB and buckets present, UI password file written")
+    # users and roles from .env (FAB auth manager): nobody anonymous, each role what its people do
+    subprocess.run([sys.executable, str(Path(__file__).with_name("roles.py"))], check=True)
+    print("airloop init: metadata DB migrated, mlflow DB and buckets present, users and roles in place")
 
 
 if __name__ == "__main__":

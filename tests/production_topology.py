@@ -9,7 +9,6 @@ its own; ``docker-compose.yaml`` must set the same keys (``tests/test_production
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -48,7 +47,6 @@ def production_env(
     api_url: str,
     mlflow_url: str,
     s3_url: str,
-    passwords_file: Path,
     secrets_: dict[str, str],
     online_redis_port: int = REDIS_PORT,
 ) -> dict[str, str]:
@@ -63,8 +61,7 @@ def production_env(
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
@@ -368,8 +365,6 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
 
     api_port, mlflow_port, s3_port, online_port = free_port(), free_port(), free_port(), free_port()
     password = secrets.token_urlsafe(12)
-    passwords_file = workdir / "passwords.json"
-    passwords_file.write_text(json.dumps({"admin": password}))
     secrets_ = {
         "fernet_key": __import__("cryptography.fernet", fromlist=["Fernet"]).Fernet.generate_key().decode(),
         "api_secret_key": secrets.token_urlsafe(16),
@@ -392,7 +387,6 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         api_url=topo.api_url,
         mlflow_url=topo.mlflow_url,
         s3_url=topo.s3_url,
-        passwords_file=passwords_file,
         secrets_=secrets_,
         online_redis_port=online_port,
     )
@@ -426,6 +420,9 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
             client.create_bucket(Bucket=bucket)
         mlflow = topo.start("mlflow", mlflow_server_command(mlflow_port))
         topo.airflow("db", "migrate")
+        # the production profile's users and roles (FAB), as compose's airflow-init creates them
+        roles = [str(BIN / "python"), str(ROOT / "production" / "roles.py")]
+        subprocess.run(roles, env={**topo.env, "AIRFLOW_ADMIN_PASSWORD": password}, check=True, capture_output=True)
         api = topo.start("api-server", [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(api_port)])
         topo.start("scheduler", [str(BIN / "airflow"), "scheduler"])
         topo.start("dag-processor", [str(BIN / "airflow"), "dag-processor"])

@@ -76,7 +76,6 @@ def live_profile(tmp_path_factory) -> dict[str, str]:
         api_url="http://x",
         mlflow_url="http://x",
         s3_url="http://x",
-        passwords_file=tmp / "p.json",
         secrets_=dict.fromkeys(
             ["fernet_key", "api_secret_key", "jwt_secret", "aws_access_key_id", "aws_secret_access_key"], "x"
         ),

@@ -1,0 +1,94 @@
+"""Production authentication, live: an api-server with the FAB auth manager, its users and roles created by
+``production/roles.py`` from the environment as ``.env`` gives them, and the REST API called with a JWT of
+each user. Viewer reads but may not trigger; AirloopOp triggers the daily chain but not a rollback;
+AirloopMLLead may; anonymous gets 401. The DAGs stay paused: the created runs never execute."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from live_airflow import LiveAirflow
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORDS = {
+    "AIRFLOW_ADMIN_PASSWORD": "admin-pw",
+    "AIRFLOW_VIEWER_PASSWORD": "viewer-pw",
+    "AIRFLOW_OP_PASSWORD": "op-pw",
+    "AIRFLOW_MLLEAD_PASSWORD": "mllead-pw",
+}
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    airflow = LiveAirflow(tmp_path_factory.mktemp("roles"), {"AIRFLOW__CORE__AUTH_MANAGER": FAB, **PASSWORDS})
+    airflow.migrate()
+    roles = subprocess.run(
+        [sys.executable, str(ROOT / "production" / "roles.py")], env=airflow.env, capture_output=True, text=True
+    )
+    assert roles.returncode == 0, roles.stderr[-3000:]
+    again = subprocess.run(  # idempotent: init runs on every `docker compose up`
+        [sys.executable, str(ROOT / "production" / "roles.py")], env=airflow.env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    airflow.start()
+    try:
+        yield airflow
+    finally:
+        airflow.stop()
+
+
+def _call(live: LiveAirflow, method: str, path: str, user: str | None, body: dict | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        req = urllib.request.Request(
+            f"{live.url}/auth/token",
+            data=json.dumps({"username": user, "password": PASSWORDS[f"AIRFLOW_{user.upper()}_PASSWORD"]}).encode(),
+            headers=headers,
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            headers["Authorization"] = f"Bearer {json.loads(r.read())['access_token']}"
+    req = urllib.request.Request(
+        live.url + path, data=json.dumps(body).encode() if body is not None else None, headers=headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _trigger(live: LiveAirflow, user: str | None, dag_id: str) -> int:
+    conf = {"airloop_rollback": {"reason": "roles test"}, "airloop_release": {"date": "2026-01-04"}}.get(dag_id, {})
+    body = {"logical_date": None, "conf": conf}
+    return _call(live, "POST", f"/api/v2/dags/{dag_id}/dagRuns", user, body)
+
+
+def test_each_role_may_do_what_its_people_do_and_nobody_is_anonymous(live):
+    def parsed() -> bool:
+        return _call(live, "GET", "/api/v2/dags/airloop_rollback", "admin") == 200
+
+    live.wait(parsed, 240, "the DAGs to be parsed", every=3)
+    assert _call(live, "GET", "/api/v2/dags", None) == 401
+    assert _trigger(live, None, "airloop_daily") == 401
+
+    assert _call(live, "GET", "/api/v2/dags/airloop_daily/dagRuns", "viewer") == 200
+    assert _trigger(live, "viewer", "airloop_daily") == 403
+
+    assert _trigger(live, "op", "airloop_daily") == 200
+    assert _trigger(live, "op", "airloop_release") == 200
+    assert _trigger(live, "op", "airloop_rollback") == 403
+    assert _trigger(live, "op", "airloop_train") == 403
+
+    assert _trigger(live, "mllead", "airloop_rollback") == 200
+    assert _trigger(live, "mllead", "airloop_train") == 200
