@@ -6,6 +6,7 @@ tags, and the emails. The same live Airflow then has its scheduler killed during
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -244,11 +245,16 @@ def test_a_scheduler_killed_during_a_daily_run_is_restarted_and_the_run_gives_th
         "a stage of the daily run to be running",
         every=0.5,
     )
-    os.kill(live.procs["scheduler"].pid, signal.SIGKILL)
+    killed = live.procs["scheduler"].pid
+    os.kill(killed, signal.SIGKILL)  # the scheduler only: its LocalExecutor workers live on, as after a crash
     live.procs["scheduler"].wait()
     time.sleep(5)
     live.restart("scheduler")
-    assert live.wait_for_run(daily, run_id, timeout=900) == "success", live.task_states(daily, run_id)
+    try:
+        assert live.wait_for_run(daily, run_id, timeout=900) == "success", live.task_states(daily, run_id)
+    finally:  # the killed scheduler's orphaned workers (its process group) go too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(killed, signal.SIGKILL)
     s = _settings(live)
     zones = (lake.RAW, lake.VALIDATED, lake.FEATURES, lake.PREDICTIONS)
     first = {z: lake.data_file(s, z, ds).read_bytes() for z in zones if lake.data_file(s, z, ds).exists()}
