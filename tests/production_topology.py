@@ -49,6 +49,7 @@ def production_env(
     s3_url: str,
     secrets_: dict[str, str],
     online_redis_port: int = REDIS_PORT,
+    online_redis_password: str | None = None,
 ) -> dict[str, str]:
     """The production profile as environment variables (Airflow's ``AIRFLOW__*`` and airloop's ``AIRLOOP_*``)."""
     pg = f"postgres@{PG_HOST}:{PG_PORT}"
@@ -77,7 +78,8 @@ def production_env(
         "AIRLOOP_HOME": str(home),
         "AIRLOOP_MLFLOW_TRACKING_URI": mlflow_url,
         "AIRLOOP_ONLINE_STORE": "redis",
-        "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{online_redis_port},db={ONLINE_DB}",
+        "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{online_redis_port},db={ONLINE_DB}"
+        + (f",password={online_redis_password}" if online_redis_password else ""),
         "AIRLOOP_SOURCE": "s3",
         "AIRLOOP_S3_BUCKET": LANDING_BUCKET,
         "AIRLOOP_S3_OUTPUT_BUCKET": OUTPUT_BUCKET,
@@ -246,6 +248,7 @@ class Topology:
     s3_url: str
     password: str
     online_redis_port: int
+    online_redis_password: str
     processes: dict[str, Process] = field(default_factory=dict)
     _token: str | None = None
 
@@ -380,6 +383,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         s3_url=f"http://127.0.0.1:{s3_port}",
         password=password,
         online_redis_port=online_port,
+        online_redis_password=secrets.token_urlsafe(16),
     )
     profile = production_env(
         home=workdir / "airloop",
@@ -389,6 +393,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         s3_url=topo.s3_url,
         secrets_=secrets_,
         online_redis_port=online_port,
+        online_redis_password=topo.online_redis_password,
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AIRLOOP_", "AWS_"))}
     tuning = {"AIRFLOW__API__WORKERS": "1", "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
@@ -404,7 +409,7 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         topo.start(
             "redis-online",
             ["redis-server", "--bind", "127.0.0.1", "--port", str(online_port), "--save", "", "--appendonly", "yes"]
-            + ["--dir", str(workdir / "redis-online")],
+            + ["--dir", str(workdir / "redis-online"), "--requirepass", topo.online_redis_password],
         )
         wait_port(online_port, 30)
         s3 = topo.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])

@@ -153,7 +153,11 @@ def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topolo
 
     from airloop.features import online_features
 
-    assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB).dbsize() > 0
+    online = redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB)
+    with pytest.raises(redis.AuthenticationError):  # the online store has a password (the production profile's)
+        online.dbsize()
+    password = topology.online_redis_password
+    assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB, password=password).dbsize() > 0
     batch = pd.read_parquet(lake.data_file(settings, "validated", LAST_DAY))
     row = batch.iloc[0]
     online = online_features(settings, [int(row["customer_id"])]).iloc[0]
@@ -245,8 +249,9 @@ def test_predictions_are_published_to_the_output_bucket(lifecycle, settings):
 
 
 def test_no_secret_reaches_a_log(lifecycle, topology):
-    """The UI password comes from a file (never generated, never logged); no other secret is logged either."""
-    secrets = [topology.password] + [
+    """The admin's password (FAB users from the environment, never generated), the online Redis password and the
+    other secrets are never logged."""
+    secrets = [topology.password, topology.online_redis_password] + [
         topology.env[k] for k in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AWS_SECRET_ACCESS_KEY")
     ]
     logs = [*(topology.workdir / "logs").glob("*.log"), *Path(topology.env["AIRFLOW_HOME"]).rglob("*.log")]
@@ -306,7 +311,9 @@ def test_redis_down_during_materialization_retries_then_fails_and_the_online_sto
     for path in simulate(date.fromisoformat(next_day), 1, settings):
         for file in sorted(path.glob("*.*")) if path.is_dir() else [path]:
             boto3.client("s3").upload_file(str(file), LANDING_BUCKET, f"landing/ds={next_day}/{file.name}")
-    online = redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB)
+    online = redis.Redis(
+        host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB, password=topology.online_redis_password
+    )
     before = _online_state(online)
     assert before
     topology.processes["redis-online"].stop()
