@@ -67,6 +67,21 @@ class SmtpInbox:
             self.controller.stop()
 
 
+def smtp_env(inbox: SmtpInbox, recipients: dict[str, str]) -> dict[str, str]:
+    """Environment for an Airflow in this process (``dag.test()``): ``smtp_default`` pointing at ``inbox``,
+    and the alert Variables, ``recipients`` by kind (``""``: the default ``airloop_alert_emails``)."""
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": inbox.port,
+        "extra": {"disable_ssl": "true", "disable_tls": "true", "from_email": "airloop@test"},
+    }
+    env = {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(conn)}
+    for kind, to in recipients.items():
+        env["AIRFLOW_VAR_AIRLOOP_ALERT_EMAILS" + (f"_{kind.upper()}" if kind else "")] = to
+    return env
+
+
 def body_text(msg: EmailMessage) -> str:
     """All text parts of an email, decoded."""
     return "\n".join(part.get_content() for part in msg.walk() if part.get_content_maintype() == "text")
