@@ -8,7 +8,9 @@ days after the training window): the challenger takes alias `champion` only if e
 rule passes — floor, minimum evaluation rows, non-inferiority by a paired-bootstrap confidence
 interval, per-slice floors, size/latency budget, and a passing validation of every training day
 (the first model needs no comparison). The decision, its evidence and a model card are recorded
-on the model version; the task log says which rule decided. Backfill runs never promote.
+on the model version; the task log says which rule decided. A run asked for by a backfill of
+`airloop_monitor` never promotes (`is_backfill`, unless `AIRLOOP_BACKFILL_PROMOTES`); this DAG has
+no schedule, so Airflow never backfills it.
 To undo a promotion, trigger `airloop_rollback`.
 
 Triggered by `airloop_monitor` (drift or cold start, with the reason in the run's conf) or by hand.
@@ -72,7 +74,9 @@ from airloop_dag_support import MODEL, dag_defaults
             description="The day of the monitor check that asked for this run (else empty).",
         ),
         "is_backfill": Param(
-            False, type="boolean", description="Judge the model but never promote it, as for a backfill run."
+            False,
+            type="boolean",
+            description="Judge the model but never promote it (set by a backfill run of airloop_monitor).",
         ),
     },
 )
@@ -109,10 +113,10 @@ def airloop_train():
         from airloop.promote import evaluate_gate, explain_decision
 
         settings = get_settings()
-        # a backfill's training run never promotes, unless AIRLOOP_BACKFILL_PROMOTES says a history load should
-        is_backfill = (dag_run.run_type == "backfill" and not settings.backfill_promotes) or params["is_backfill"]
+        # a backfill's training run never promotes: the monitor's backfill run says so in the request (this
+        # DAG has no schedule, so its own runs are never backfill runs)
         actor = f"airflow:{dag_run.run_id}"
-        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor)
+        decision = evaluate_gate(settings, trained["version"], is_backfill=params["is_backfill"], actor=actor)
         print(explain_decision(decision))
         if decision["decision"] in ("promoted", "forced"):
             from airloop_alerts import send_event

@@ -115,7 +115,8 @@ class LiveAirflow:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": "airloop-live-test-secret-" + "x" * 48,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT / "plugins"),
+            # the checkout's package first (a git worktree's venv may point at another checkout's include/)
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
             **extra_env,
         }
         self.env.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
@@ -221,6 +222,9 @@ class LiveAirflow:
 
     def patch(self, path: str, data: dict) -> Any:
         return self._request("PATCH", path, data)
+
+    def delete(self, path: str) -> Any:
+        return self._request("DELETE", path)
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 240) -> None:
         def parsed() -> bool:
