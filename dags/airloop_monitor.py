@@ -14,7 +14,9 @@ Nightly, after the daily chain has scored the day:
    * `request_retrain` → `trigger_retrain`: no champion yet, or drift persisted for
      `AIRLOOP_DRIFT_PERSIST_CHECKS` checks, or performance fell below the floor; outside the cool-down,
      with enough new labelled rows and no training run already queued or running. Triggers
-     `airloop_train` with the request (trigger, causes, reason, day) as its conf;
+     `airloop_train` with the request (trigger, causes, reason, day) as its conf; a backfill run of this
+     DAG marks its request `is_backfill`, so that training run never promotes (unless
+     `AIRLOOP_BACKFILL_PROMOTES`);
    * `alert_only`: something is wrong but the policy holds the retrain back (cool-down, drift not yet
      persistent, too few new labels, a training run in flight);
    * `no_action`;
@@ -71,10 +73,13 @@ def airloop_monitor():
         return "alert_only" if result["action"] in ALERT_ACTIONS else "no_action"
 
     @task
-    def request_retrain(result: dict) -> dict:
+    def request_retrain(result: dict, dag_run=None) -> dict:
+        from airloop.config import get_settings
         from airloop.policy import retrain_request
 
-        return dict(retrain_request(result))
+        # the training run TriggerDagRunOperator creates is no backfill run: the request says it comes from one
+        backfill = dag_run.run_type == "backfill" and not get_settings().backfill_promotes
+        return dict(retrain_request(result, backfill=backfill))
 
     @task
     def alert_only(result: dict) -> None:

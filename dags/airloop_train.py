@@ -8,7 +8,9 @@ days after the training window): the challenger takes alias `champion` only if e
 rule passes — floor, minimum evaluation rows, non-inferiority by a paired-bootstrap confidence
 interval, per-slice floors, size/latency budget, and a passing validation of every training day
 (the first model needs no comparison). The decision, its evidence and a model card are recorded
-on the model version; the task log says which rule decided. Backfill runs never promote.
+on the model version; the task log says which rule decided. A run asked for by a backfill of
+`airloop_monitor` never promotes (`is_backfill`, unless `AIRLOOP_BACKFILL_PROMOTES`); this DAG has
+no schedule, so Airflow never backfills it.
 With `AIRLOOP_PROMOTION_APPROVAL=required` a pass waits in `approval` for a person's Approve/Reject
 (Required Actions), and `record_approval` moves the aliases or records the rejection.
 To undo a promotion, trigger `airloop_rollback`.
@@ -74,7 +76,9 @@ from airloop_dag_support import MODEL, dag_defaults, export_metrics
             description="The day of the monitor check that asked for this run (else empty).",
         ),
         "is_backfill": Param(
-            False, type="boolean", description="Judge the model but never promote it, as for a backfill run."
+            False,
+            type="boolean",
+            description="Judge the model but never promote it (set by a backfill run of airloop_monitor).",
         ),
     },
 )
@@ -111,11 +115,13 @@ def airloop_train():
         from airloop.promote import approval_request, evaluate_gate, explain_decision
 
         settings = get_settings()
-        # a backfill's training run never promotes, unless AIRLOOP_BACKFILL_PROMOTES says a history load should
-        is_backfill = (dag_run.run_type == "backfill" and not settings.backfill_promotes) or params["is_backfill"]
+        # a backfill's training run never promotes: the monitor's backfill run says so in the request (this
+        # DAG has no schedule, so its own runs are never backfill runs)
         actor = f"airflow:{dag_run.run_id}"
         approval = settings.promotion_approval == "required"
-        decision = evaluate_gate(settings, trained["version"], is_backfill=is_backfill, actor=actor, approval=approval)
+        decision = evaluate_gate(
+            settings, trained["version"], is_backfill=params["is_backfill"], actor=actor, approval=approval
+        )
         print(explain_decision(decision))
         from airloop_alerts import announce_promotion
 

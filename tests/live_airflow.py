@@ -67,6 +67,21 @@ class SmtpInbox:
             self.controller.stop()
 
 
+def smtp_env(inbox: SmtpInbox, recipients: dict[str, str]) -> dict[str, str]:
+    """Environment for an Airflow in this process (``dag.test()``): ``smtp_default`` pointing at ``inbox``,
+    and the alert Variables, ``recipients`` by kind (``""``: the default ``airloop_alert_emails``)."""
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": inbox.port,
+        "extra": {"disable_ssl": "true", "disable_tls": "true", "from_email": "airloop@test"},
+    }
+    env = {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(conn)}
+    for kind, to in recipients.items():
+        env["AIRFLOW_VAR_AIRLOOP_ALERT_EMAILS" + (f"_{kind.upper()}" if kind else "")] = to
+    return env
+
+
 def body_text(msg: EmailMessage) -> str:
     """All text parts of an email, decoded."""
     return "\n".join(part.get_content() for part in msg.walk() if part.get_content_maintype() == "text")
@@ -100,7 +115,8 @@ class LiveAirflow:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": "airloop-live-test-secret-" + "x" * 48,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT / "plugins"),
+            # the checkout's package first (a git worktree's venv may point at another checkout's include/)
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
             **extra_env,
         }
         self.env.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
@@ -225,6 +241,9 @@ class LiveAirflow:
 
     def patch(self, path: str, data: dict) -> Any:
         return self._request("PATCH", path, data)
+
+    def delete(self, path: str) -> Any:
+        return self._request("DELETE", path)
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 240) -> None:
         def parsed() -> bool:

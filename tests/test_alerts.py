@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from live_airflow import SmtpInbox, body_text
+from live_airflow import SmtpInbox, body_text, smtp_env
 
 
 @pytest.fixture
 def inbox(monkeypatch):
     server = SmtpInbox()
-    conn = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": server.port,
-        "extra": {"disable_ssl": "true", "disable_tls": "true", "from_email": "airloop@test"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("AIRFLOW_VAR_AIRLOOP_ALERT_EMAILS", "a@example.com, b@example.com")
+    for key, value in smtp_env(server, {"": "a@example.com, b@example.com"}).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
     yield server
     server.stop()

@@ -10,6 +10,7 @@ import time
 from datetime import date
 
 import pandas as pd
+import pytest
 
 from airloop import lake
 from airloop.ingest import ingest_batch
@@ -54,3 +55,118 @@ def test_sigkill_during_ingest_write_leaves_nothing_readable_and_rerun_completes
     assert summary["rows"] == 20 * len(day)
     assert len(pd.read_parquet(raw / DATA_FILE)) == 20 * len(day)
     assert not list(raw.glob(".*.tmp")), "the retry clears the killed writer's temp file"
+
+
+# --- every other writer the README names: validate, features, score publish ------------------------------
+# Each is killed by a real SIGKILL at the worst moment: its temp file fully written, the rename onto the
+# partition not yet done. The child is forked from this process (the stage's libraries are imported once)
+# and an audit hook (Python's own ``os.rename`` event, which ``os.replace`` raises) sends the signal, so the
+# moment is exact rather than a race with a polling parent. No ``finally`` block or exit handler runs.
+
+DAYS = [f"2026-01-0{i}" for i in range(1, 6)]
+LAST = DAYS[-1]
+
+
+def _killed_before_renaming_onto(target, stage) -> None:
+    """Run ``stage()`` in a forked child that SIGKILLs itself when it is about to rename a file onto ``target``."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        try:
+
+            def at_rename(event: str, args: tuple) -> None:
+                if event == "os.rename" and os.fspath(args[1]) == str(target):
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            sys.addaudithook(at_rename)
+            stage()
+            os._exit(3)  # the stage never renamed onto target
+        except BaseException:
+            os._exit(4)
+    deadline = time.monotonic() + 180
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the writer of {target} did not reach its rename within 180 s")
+        time.sleep(0.05)
+    status = done[1]
+    why = {3: "it finished without renaming a temp file onto it: not an atomic write", 4: "the stage raised"}
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, why.get(code, f"status {status}")
+
+
+@pytest.fixture(scope="module")
+def scored_days(tmp_path_factory):
+    """Five small days ingested, validated, materialized; a champion; the last day scored in three shards."""
+    from airloop.config import get_settings
+    from airloop.features import materialize_features
+    from airloop.registry import CHAMPION, client
+    from airloop.score import score_batch
+    from airloop.simulate import simulate
+    from airloop.train import train_model
+    from airloop.validate import validate_batch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("kill") / "airloop"))
+        mp.setenv("AIRLOOP_ROWS_PER_DAY", "300")
+        mp.setenv("AIRLOOP_CUSTOMERS", "1500")
+        mp.setenv("AIRLOOP_SCORE_SHARD_ROWS", "100")  # feature row groups of 100 rows: 3 scoring shards a day
+        s = get_settings()
+        simulate(date.fromisoformat(DAYS[0]), len(DAYS), s)
+        for ds in DAYS:
+            ingest_batch(s, ds)
+            validate_batch(s, ds)
+            materialize_features(s, ds)
+        version = train_model(s, LAST)["version"]
+        client(s).set_registered_model_alias(s.registered_model, CHAMPION, version)
+        score_batch(s, LAST)
+        yield s
+
+
+def test_sigkill_before_the_validated_partition_is_renamed_leaves_no_validated_day(scored_days):
+    from airloop.validate import validate_batch
+
+    s = scored_days
+    validated = lake.partition(s, "validated", LAST)
+    target = validated / DATA_FILE
+    target.unlink()
+    _killed_before_renaming_onto(target, lambda: validate_batch(s, LAST))
+    assert list(validated.glob(f".{DATA_FILE}.*.tmp")), "the child was killed with its temp file written"
+    assert not target.exists() and LAST not in lake.dates(s, "validated")
+    assert validate_batch(s, LAST)["success"]  # the retry
+    assert target.read_bytes() == lake.data_file(s, "raw", LAST).read_bytes()
+    assert not list(validated.glob(".*.tmp"))
+
+
+def test_sigkill_before_the_feature_partition_is_renamed_keeps_the_previous_one(scored_days):
+    from airloop.features import materialize_features
+
+    s = scored_days
+    target = lake.data_file(s, "features", LAST)
+    before = target.read_bytes()
+    zone = lake.zone_dir(s, "features")
+    rows = len(pd.read_parquet(zone))  # the whole zone, as Feast's FileSource reads it
+    _killed_before_renaming_onto(target, lambda: materialize_features(s, LAST))
+    assert list(zone.glob(f".{target.name}.*.tmp")), "the child was killed with its temp file written"
+    assert target.read_bytes() == before and len(pd.read_parquet(zone)) == rows, "readers see the old day"
+    # the retry takes the Feast-folder lock the killed writer held (flock dies with its process)
+    assert materialize_features(s, LAST)["rows"] == s.rows_per_day
+    assert target.read_bytes() == before and not list(zone.glob(".*.tmp"))
+
+
+def test_sigkill_while_publishing_scores_keeps_the_previous_predictions(scored_days):
+    from airloop.score import plan_scoring, publish_scores, score_shard
+
+    s = scored_days
+    target = lake.data_file(s, "predictions", LAST)
+    before = target.read_bytes()
+    shards = [score_shard(s, shard) for shard in plan_scoring(s, LAST)]
+    assert len(shards) == 3  # published by concatenating the parts into a temp file, then one rename
+    _killed_before_renaming_onto(target, lambda: publish_scores(s, shards))
+    assert list(target.parent.glob(f".{DATA_FILE}.*.tmp")), "the child was killed with its temp file written"
+    assert target.read_bytes() == before, "readers see the previous predictions of the day, whole"
+    assert all(os.path.exists(p) for sh in shards for p in sh["parts"].values()), "the scored parts are kept"
+    assert publish_scores(s, shards)["rows"] == s.rows_per_day  # the retry
+    published = pd.read_parquet(target)
+    assert len(published) == s.rows_per_day and published[s.spec.entity].is_unique
+    assert not list(target.parent.glob(".*.tmp"))

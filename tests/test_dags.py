@@ -31,6 +31,13 @@ def test_dags_import_without_errors(dagbag):
     assert set(dagbag.dags) == EXPECTED
 
 
+def test_every_key_of_the_monitors_retrain_request_is_a_param_of_the_train_dag(dagbag):
+    from airloop.policy import RetrainRequest
+
+    missing = set(RetrainRequest.__annotations__) - set(dagbag.dags["airloop_train"].params)
+    assert not missing, f"airloop_monitor passes {missing} in the conf: declare them as Params of airloop_train"
+
+
 def test_dags_are_acyclic_tagged_owned_and_retried(dagbag):
     for dag_id, dag in dagbag.dags.items():
         dag.check_cycle()  # raises AirflowDagCycleException naming the cycle

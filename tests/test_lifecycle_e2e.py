@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from airloop import lake
+from live_airflow import SmtpInbox, body_text, smtp_env
 
 pytestmark = pytest.mark.slow
 
@@ -17,15 +18,32 @@ DAYS = 8
 BAD_DAY, SHIFT_DAY, LAST_DAY = "2026-01-03", "2026-01-06", "2026-01-08"
 # drift must persist for two consecutive checks (AIRLOOP_DRIFT_PERSIST_CHECKS): the retrain comes a day later
 RETRAIN_DAY = "2026-01-07"
+# alert recipients per kind (airloop_alert_emails_<kind>); failures and rollbacks go to the default list
+TO = {
+    "": "oncall@example.com",
+    "quarantine": "data-team@example.com",
+    "retrain": "ml-team@example.com",
+    "promotion": "ml-lead@example.com",
+    "drift": "ml-watch@example.com",
+}
 
 
 @pytest.fixture(scope="module")
-def lifecycle(airflow_runs, tmp_path_factory):
+def inbox():
+    server = SmtpInbox()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def lifecycle(airflow_runs, tmp_path_factory, inbox):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_tools.runner import run_days
 
     with pytest.MonkeyPatch.context() as mp:
+        for key, value in smtp_env(inbox, TO).items():  # the real SMTP server on loopback
+            mp.setenv(key, value)
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("lifecycle") / "airloop"))
         mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "4")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "2")
@@ -43,14 +61,19 @@ def lifecycle(airflow_runs, tmp_path_factory):
         yield settings, log
 
 
-def _task_states(dag_id: str, ds: str) -> dict[str, str]:
+def _task_states(dag_id: str, ds: str, tries: bool = False) -> dict[str, str]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
     when = datetime.fromisoformat(ds).replace(tzinfo=UTC)
     with create_session() as session:
         dr = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date == when).one()
-        return {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
+        tis = dr.get_task_instances(session=session)
+        return {ti.task_id: ti.try_number if tries else str(ti.state) for ti in tis}
+
+
+def _emails(inbox, *words: str) -> list:
+    return [m for m in inbox.messages if all(w in m["subject"] for w in words)]
 
 
 def test_good_days_are_ingested_validated_and_materialized(lifecycle):
@@ -75,6 +98,18 @@ def test_bad_batch_is_quarantined_and_nothing_downstream_is_written(lifecycle):
     states = _task_states("airloop_daily", BAD_DAY)
     assert states["validate"] == "failed"
     assert states["materialize"] == states["score"] == "upstream_failed"
+    # with the default 2 retries, a quarantined batch fails at once: retrying bad data cannot help
+    assert _task_states("airloop_daily", BAD_DAY, tries=True)["validate"] == 1
+
+
+def test_a_quarantined_day_sends_one_email_to_its_recipients(lifecycle, inbox):
+    """The task's own callback emails; the DAG-level safety net, which also ran on the failed run, stays quiet."""
+    (msg,) = _emails(inbox, "airloop_daily", BAD_DAY)
+    assert msg["subject"] == f"[airloop] airloop_daily.validate batch {BAD_DAY} quarantined ({BAD_DAY})"
+    assert msg["to"] == TO["quarantine"]
+    body = body_text(msg)
+    assert "blocking expectations failed" in body and "monthly_charges" in body and "airloop_release" in body
+    assert "/dags/airloop_daily/runs/" in body and "/tasks/validate" in body
 
 
 def test_online_store_serves_a_known_entity(lifecycle):
@@ -139,6 +174,29 @@ def test_drift_produces_an_event_a_retrain_and_a_gate_decision(lifecycle):
     assert last["action"] == "cooldown" and "4-day cool-down (backed off after 1 refused" in last["reason"]
 
 
+def test_the_cold_start_the_promotion_the_drift_alert_and_the_retrain_are_emailed(lifecycle, inbox):
+    settings, _ = lifecycle
+    from airloop.status import collect_status
+
+    first = [r for r in collect_status(settings)["retrains"] if r["trigger"] == "bootstrap"][0]
+    cold = _emails(inbox, "no champion yet (cold start) triggered a retrain")
+    assert [m["to"] for m in cold] == [TO["retrain"]] and first["trigger_ds"] in cold[0]["subject"]
+    # one promotion, the first model's (the drift retrain was refused), to the promotion list
+    (promoted,) = _emails(inbox, "is the new champion")
+    model, version = settings.registered_model, first["version"]
+    assert promoted["subject"] == f"[airloop] {model} version {version} is the new champion (promoted)"
+    assert promoted["to"] == TO["promotion"] and "PROMOTED" in body_text(promoted)
+    # the first drifted check is an alert without a retrain (drift must persist), to the drift list
+    (alert,) = _emails(inbox, "monitor alert without retrain", SHIFT_DAY)
+    assert alert["to"] == TO["drift"] and "drift" in body_text(alert)
+    (retrain,) = _emails(inbox, f"triggered a retrain ({RETRAIN_DAY})")
+    assert retrain["subject"] == f"[airloop] data drift triggered a retrain ({RETRAIN_DAY})"
+    assert retrain["to"] == TO["retrain"]
+    body = body_text(retrain)
+    assert f"retrain__{RETRAIN_DAY}" in body and "Share of drifted columns: " in body
+    assert "/dags/airloop_monitor/runs/" in body
+
+
 def test_monitor_branch_is_really_taken(lifecycle):
     shifted = _task_states("airloop_monitor", RETRAIN_DAY)
     assert shifted["trigger_retrain"] == "success"
@@ -149,6 +207,36 @@ def test_monitor_branch_is_really_taken(lifecycle):
     calm = _task_states("airloop_monitor", "2026-01-04")  # no champion yet, too few days
     assert calm["no_action"] == "success"
     assert calm["trigger_retrain"] == calm["alert_only"] == "skipped"
+
+
+def test_rollback_dag_and_cli_move_the_champion_and_the_dag_emails(lifecycle, inbox):
+    """The refused retrain is made champion by the airloop_rollback DAG (to_version), then the CLI's
+    ``--to`` gives the alias back to the first champion."""
+    settings, _ = lifecycle
+    from airloop.registry import client, version_by_alias
+    from airloop.status import collect_status
+    from airloop_tools.cli import main
+    from airloop_tools.runner import load_dags, run
+
+    def alias(name: str) -> str | None:
+        v = version_by_alias(settings, name)
+        return str(v.version) if v else None
+
+    original = alias("champion")
+    (retrain,) = [r for r in collect_status(settings)["retrains"] if r["trigger"] == "retrain"]
+    target = str(retrain["version"])
+    conf = {"reason": "the retrain serves the new regime", "to_version": int(target)}
+    assert run(load_dags()["airloop_rollback"], date(2026, 2, 2), conf=conf) == "success"
+    assert (alias("champion"), alias("previous_champion")) == (target, original)
+    tags = client(settings).get_model_version(settings.registered_model, target).tags
+    assert tags["airloop.rollback.reason"] == conf["reason"] and tags["airloop.rollback.from_version"] == original
+    assert tags["airloop.rollback.by"] == "dag_test"  # the run's triggering user
+    (msg,) = _emails(inbox, "rolled back to version")
+    assert msg["subject"] == f"[airloop] {settings.registered_model} rolled back to version {target} (was {original})"
+    assert msg["to"] == TO[""] and "Reason: the retrain serves the new regime" in body_text(msg)
+
+    assert main(["rollback", "--reason", "back to the first champion", "--to", original, "--json"]) == 0
+    assert (alias("champion"), alias("previous_champion")) == (original, target)
 
 
 def test_release_dag_puts_the_fixed_batch_back_and_scores_it(lifecycle):

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from airloop import lake
+from live_airflow import SmtpInbox, body_text, smtp_env
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +20,21 @@ CAUGHT_DAY = "2026-01-07"
 
 
 @pytest.fixture(scope="module")
-def concept(airflow_runs, tmp_path_factory):
+def inbox():
+    server = SmtpInbox()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def concept(airflow_runs, tmp_path_factory, inbox):
     from airloop.config import get_settings
     from airloop.simulate import Scenario, simulate
     from airloop_tools.runner import run_days
 
     with pytest.MonkeyPatch.context() as mp:
+        for key, value in smtp_env(inbox, {"": "oncall@example.com", "retrain": "ml-team@example.com"}).items():
+            mp.setenv(key, value)
         mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("concept") / "airloop"))
         mp.setenv("AIRLOOP_MIN_TRAIN_DAYS", "4")
         mp.setenv("AIRLOOP_RETRAIN_COOLDOWN_DAYS", "3")
@@ -74,6 +84,15 @@ def test_concept_drift_is_caught_by_the_performance_path_once_labels_arrive(conc
     # no second retrain in the run: the cool-down (or a new champion without labelled days yet) holds it
     retrains = [ds for ds, entry in log.items() for t in entry["airloop_train"] if t["conf"]["trigger"] == "retrain"]
     assert retrains == [CAUGHT_DAY]
+
+
+def test_the_retrain_email_says_it_was_the_performance_not_drift(concept, inbox):
+    settings, _, _ = concept
+    (msg,) = [m for m in inbox.messages if f"triggered a retrain ({CAUGHT_DAY})" in m["subject"]]
+    assert msg["subject"] == f"[airloop] performance below the floor triggered a retrain ({CAUGHT_DAY})"
+    assert msg["to"] == "ml-team@example.com"
+    body = body_text(msg)
+    assert "data drift" not in body and "roc_auc" in body and f"retrain__{CAUGHT_DAY}" in body
 
 
 def test_reports_numbers_and_mlflow_metrics_are_persisted(concept):

@@ -23,7 +23,7 @@ START, DAYS = date(2026, 1, 1), 7
 LAST_DAY = (START + timedelta(days=DAYS - 1)).isoformat()
 BAD_DAY = "2026-01-08"  # a schema break: quarantined
 ALERTS_TO = "oncall@example.com"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, found on the PATH
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's / Ubuntu's, on the PATH
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 # screenshots of the browser test
 ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
@@ -68,7 +68,7 @@ def live(tmp_path_factory, inbox):
     airflow.start()
     try:
         step(f"api-server answers on {airflow.url}")
-        airflow.wait_for_dags(["airloop_daily", "airloop_train", "airloop_release"])
+        airflow.wait_for_dags(["airloop_daily", "airloop_train", "airloop_release", "airloop_monitor"])
         step("DAGs parsed")
         for dag_id in ("airloop_daily", "airloop_train", "airloop_release"):
             airflow.unpause(dag_id)
@@ -141,6 +141,58 @@ def test_cli_backfill_of_seven_days_gives_seven_runs_and_the_partitions(live):
     assert [mv for rm in models for mv in rm.latest_versions or []] == [], "and registers no model version"
 
 
+def test_a_retrain_asked_for_by_a_monitor_backfill_never_promotes(live):
+    """After the daily backfill: a backfill of the monitor over its last day finds no champion and enough
+    days, so it triggers airloop_train; that training run is judged and refused, and no champion exists."""
+    span = {"from_date": f"{LAST_DAY}T00:00:00Z", "to_date": f"{LAST_DAY}T12:00:00Z"}  # the monitor's run: 03:00
+    # Airflow backfills scheduled DAGs only: airloop_train is reached through the monitor's trigger
+    with pytest.raises(AssertionError, match="non-periodic schedule"):
+        live.post("/api/v2/backfills", {"dag_id": "airloop_train", **span})
+    run_id = f"retrain__{LAST_DAY}"
+
+    def monitor_runs() -> list[dict]:
+        return live.get("/api/v2/dags/airloop_monitor/dagRuns")["dag_runs"]
+
+    # unpausing the monitor also starts its latest nightly interval (catchup off), which would ask for a
+    # first model too: that run is marked done at once, and training waits until any request of it is dropped
+    live.patch("/api/v2/dags/airloop_train", {"is_paused": True})
+    backfill = live.post("/api/v2/backfills", {"dag_id": "airloop_monitor", **span})
+    live.unpause("airloop_monitor")
+    try:
+        nightly = live.wait(
+            lambda: [r for r in monitor_runs() if r["run_type"] == "scheduled"], 60, "the nightly monitor run", every=1
+        )
+        for r in nightly:
+            live.patch(f"/api/v2/dags/airloop_monitor/dagRuns/{r['dag_run_id']}", {"state": "success"})
+        runs = live.wait(
+            lambda: (rs := monitor_runs()) and all(r["state"] in ("success", "failed") for r in rs) and rs,
+            600,
+            f"the monitor's backfill {backfill['id']} (and its nightly run) to finish",
+            every=5,
+        )
+    finally:
+        live.patch("/api/v2/dags/airloop_monitor", {"is_paused": True})
+        for r in live.get("/api/v2/dags/airloop_train/dagRuns")["dag_runs"]:
+            if r["dag_run_id"] != run_id:  # the nightly run's request
+                live.delete(f"/api/v2/dags/airloop_train/dagRuns/{r['dag_run_id']}")
+        live.unpause("airloop_train")
+    (monitor_run,) = [r for r in runs if r["run_type"] == "backfill"]
+    assert monitor_run["state"] == "success" and monitor_run["logical_date"][:10] == LAST_DAY
+    assert live.wait_for_run("airloop_train", run_id, timeout=600) == "success"
+    train_run = live.get(f"/api/v2/dags/airloop_train/dagRuns/{run_id}")
+    # a run that TriggerDagRunOperator creates is no backfill run (Airflow 3.3: "operator_triggered"): the
+    # request in its conf is what says where it came from
+    assert train_run["run_type"] != "backfill" and train_run["conf"]["is_backfill"] is True
+    assert train_run["conf"]["trigger"] == "bootstrap"
+    assert live.task_states("airloop_train", run_id) == {"train": "success", "gate": "success"}
+    from airloop.registry import training_runs, version_by_alias
+
+    (trained,) = [r for r in training_runs(live.settings) if r["trigger_ds"] == LAST_DAY]
+    assert trained["trigger"] == "bootstrap" and trained["version"] is not None
+    assert (trained["gate"], trained["gate_reason"]) == ("refused", "backfill runs never promote")
+    assert version_by_alias(live.settings, "champion") is None, "the first model of a backfill is no champion"
+
+
 def test_rest_api_triggers_a_run_with_conf_and_the_quarantine_email_arrives(live, inbox):
     run = live.post(
         "/api/v2/dags/airloop_daily/dagRuns",
@@ -184,7 +236,7 @@ def test_a_task_killed_by_the_os_still_sends_an_alert(live, inbox):
 def test_ui_trigger_form_runs_training_with_params(live):
     from playwright.sync_api import expect, sync_playwright
 
-    if not Path(CHROMIUM).exists():
+    if CHROMIUM is None:
         message = "no chromium on the PATH: install Debian's chromium (apt-get install chromium)"
         if IN_CI:
             pytest.fail(message)

@@ -151,6 +151,20 @@ def models(ten_days):
     out["v2_slice"] = evaluate_gate(get_settings(), v2)
     mp.delenv("AIRLOOP_SPEC_PATH")
     out["v2_backfill"] = evaluate_gate(s, v2, is_backfill=True)
+    # two rules that fail together, each on its own evidence: a size budget no model meets, and a training
+    # day whose recorded validation did not pass (written before a suite change, or by hand)
+    mp.setenv("AIRLOOP_GATE_MAX_MODEL_MB", "0.001")
+    mp.setenv("AIRLOOP_GATE_BOOTSTRAP", "50")  # these decisions do not depend on the interval
+    verdict = lake.partition(s, "validated", DAY[2]) / lake.VALIDATION_FILE
+    recorded = verdict.read_bytes()
+    verdict.write_text(json.dumps({**json.loads(recorded), "success": False}))
+    out["v2_budget_validation"] = evaluate_gate(get_settings(), v2)
+    verdict.write_bytes(recorded)
+    mp.delenv("AIRLOOP_GATE_MAX_MODEL_MB")
+    mp.setenv("AIRLOOP_GATE_RULES", '["floor", "min_rows"]')  # no comparison rule: a champion stays
+    out["v2_no_comparison"] = evaluate_gate(get_settings(), v2)
+    mp.delenv("AIRLOOP_GATE_RULES")
+    mp.setenv("AIRLOOP_GATE_BOOTSTRAP", "300")
     out["after_refusals"] = _aliases(s)
     out["v2_gate"] = evaluate_gate(s, v2)
     out["after_v2"] = _aliases(s)
@@ -198,6 +212,15 @@ def test_gate_refuses_on_too_few_rows_a_failing_slice_and_backfill_then_promotes
     assert sliced["decision"] == "refused" and sliced["failed_rules"] == ["slices"]
     assert "plan_premium" in sliced["reason"] and "floor 0.9900" in sliced["reason"]
     assert backfill["decision"] == "refused" and "backfill" in backfill["reason"]
+    refused = out["v2_budget_validation"]
+    assert refused["decision"] == "refused" and refused["failed_rules"] == ["budget", "validation"]
+    assert "budget failed: size" in refused["reason"] and "(budget 0.001)" in refused["reason"]
+    assert refused["model_size_mb"] > 0.001
+    assert f"validation failed: training days without a passing validation: ['{DAY[2]}']" in refused["reason"]
+    # every rule configured passes, but without non_inferiority nothing may replace a champion
+    kept = out["v2_no_comparison"]
+    assert kept["decision"] == "refused" and kept["failed_rules"] == [] and kept["rules"] == ["floor", "min_rows"]
+    assert "only replaced under non_inferiority" in kept["reason"]
     assert out["after_refusals"]["champion"] == v1
     # same rows for both models: the frozen holdout plus the labelled days after the window
     assert gate["evaluation_days"] == DAY[6:]

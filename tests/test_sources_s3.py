@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -98,6 +99,45 @@ def test_explicit_client_kwargs_override_the_environment(s3_settings, s3_endpoin
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     kwargs = {"endpoint_url": s3_endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     assert ingest_batch(settings, DAY, s3_client_kwargs=kwargs)["rows"] == settings.rows_per_day
+
+
+def test_credentials_and_endpoint_come_from_the_airloop_s3_connection(s3_settings, s3_endpoint, monkeypatch, tmp_path):
+    """The daily DAG's ingest passes ``s3_client_kwargs(settings.s3_conn_id)``: an Airflow connection
+    (here from ``AIRFLOW_CONN_AIRLOOP_S3``, as a secrets backend gives it) beats boto3's environment."""
+    from airloop_dag_support import s3_client_kwargs
+
+    settings, client = s3_settings
+    simulate_day(date.fromisoformat(DAY), settings).to_parquet(tmp_path / "x.parquet")
+    client.upload_file(str(tmp_path / "x.parquet"), "landing-test", f"landing/ds={DAY}/x.parquet")
+    # boto3's own environment has no credentials and an endpoint where nothing listens
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it cached the fixture's credentials
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert settings.s3_conn_id == "airloop_s3"
+    assert s3_client_kwargs(settings.s3_conn_id) == {}, "no connection: boto3's environment applies"
+    conn = {
+        "conn_type": "aws",
+        "login": "conn-key",
+        "password": "conn-secret",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "eu-west-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AIRLOOP_S3", json.dumps(conn))
+    kwargs = s3_client_kwargs(settings.s3_conn_id)
+    assert kwargs == {
+        "aws_access_key_id": "conn-key",
+        "aws_secret_access_key": "conn-secret",
+        "endpoint_url": s3_endpoint,
+        "region_name": "eu-west-1",
+    }
+    assert ingest_batch(settings, DAY, s3_client_kwargs=kwargs)["rows"] == settings.rows_per_day
+    import botocore.exceptions
+
+    with pytest.raises(botocore.exceptions.NoCredentialsError):  # without them, no credentials at all
+        ingest_batch(settings, DAY)
 
 
 def test_no_objects_for_the_day_is_a_clear_error(s3_settings):

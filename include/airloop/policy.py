@@ -39,10 +39,13 @@ class RetrainRequest(TypedDict):
     reason: str  # the check's reason in words
     trigger_ds: str  # the day of the check that asked for it
     end_date: str  # the last day of the training window
+    is_backfill: bool  # asked for by a backfill: the gate judges the model and never promotes it
 
 
-def retrain_request(result: dict) -> RetrainRequest:
-    """The request to ``airloop_train`` for a check whose action triggers a retrain."""
+def retrain_request(result: dict, backfill: bool = False) -> RetrainRequest:
+    """The request to ``airloop_train`` for a check whose action triggers a retrain. ``backfill``: the check
+    ran in a backfill whose training must not promote (the caller applies ``AIRLOOP_BACKFILL_PROMOTES``).
+    The training run itself is an ordinary triggered run, so the request is what carries it."""
     if result["action"] not in TRIGGER_ACTIONS:
         raise ValueError(f"action {result['action']!r} does not trigger a retrain (only {TRIGGER_ACTIONS})")
     return {
@@ -51,6 +54,7 @@ def retrain_request(result: dict) -> RetrainRequest:
         "reason": result["reason"],
         "trigger_ds": result["ds"],
         "end_date": result["ds"],
+        "is_backfill": backfill,
     }
 
 
