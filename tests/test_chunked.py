@@ -145,7 +145,9 @@ def test_features_split_by_entity_equal_the_whole_window(settings, monkeypatch):
         online = online_features(s, feats["customer_id"].tolist()).sort_values("customer_id", ignore_index=True)
         results[chunk_rows] = summary, feats, online
     (one, one_feats, one_online), (many, many_feats, many_online) = results[ONE_CHUNK], results[250]
-    assert many == one and one["rows"] == 600 and one["entities"] == 600
+    timing = ("seconds",)  # the one field that differs by design (how long it took)
+    assert {k: v for k, v in many.items() if k not in timing} == {k: v for k, v in one.items() if k not in timing}
+    assert one["rows"] == 600 and one["entities"] == 600
     pd.testing.assert_frame_equal(many_feats, one_feats)
     pd.testing.assert_frame_equal(many_online, one_online)
     assert one_online["tenure_months"].notna().all()
