@@ -63,3 +63,13 @@ def airflow_runs(airflow_db):
         for dr in session.query(DagRun).filter(DagRun.dag_id.like("airloop_%")):
             session.delete(dr)
     return airflow_db
+
+
+@pytest.fixture(scope="module")
+def inbox():
+    """A real SMTP server on loopback for the module (tests/live_airflow.py's SmtpInbox)."""
+    from live_airflow import SmtpInbox
+
+    server = SmtpInbox()
+    yield server
+    server.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = range(18000, 19000)  # this project's test range
+
+
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")  # any truthy CI
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's / Ubuntu's, on the PATH
+# screenshots of the browser tests
+ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from live_airflow import LiveAirflow, SmtpInbox, body_text
+from live_airflow import ARTIFACTS, CHROMIUM, IN_CI, LiveAirflow, body_text
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +27,6 @@ TRAIN = "airloop_train"
 ALERTS_TO = "mlops@example.com"
 USERS = {"admin": "admin", "carol": "carol-pw", "bob": "bob-pw"}  # carol and admin approve; bob may not
 TIMEOUT_HOURS = 0.03  # 108 s: time to answer in a browser, short enough to wait out once
-CHROMIUM = shutil.which("chromium")
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    server = SmtpInbox()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ by their real tools (actionlint, pre-commit's own validator) and run what this p
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from live_airflow import IN_CI
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 ACTIONLINT = ROOT / "tests" / "tools" / "actionlint"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="module")

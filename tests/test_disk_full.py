@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from airloop import lake
+from live_airflow import IN_CI
 
 DAY = "2026-01-01"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from airloop import lake
-from live_airflow import SmtpInbox, body_text, smtp_env
+from live_airflow import body_text, smtp_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +26,6 @@ TO = {
     "promotion": "ml-lead@example.com",
     "drift": "ml-watch@example.com",
 }
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    server = SmtpInbox()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,13 @@ from datetime import UTC, date, datetime
 import pytest
 
 from airloop import lake
-from live_airflow import SmtpInbox, body_text, smtp_env
+from live_airflow import body_text, smtp_env
 
 pytestmark = pytest.mark.slow
 
 START, DAYS = date(2026, 1, 1), 8
 DRIFT_DAY = "2026-01-06"  # the rules change; its labels arrive a day later (AIRLOOP_LABEL_DELAY_DAYS=1)
 CAUGHT_DAY = "2026-01-07"
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    server = SmtpInbox()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from airloop import lake
-from live_airflow import LiveAirflow, SmtpInbox, body_text
+from live_airflow import ARTIFACTS, CHROMIUM, IN_CI, LiveAirflow, body_text
 
 pytestmark = pytest.mark.slow
 
@@ -23,17 +21,6 @@ START, DAYS = date(2026, 1, 1), 7
 LAST_DAY = (START + timedelta(days=DAYS - 1)).isoformat()
 BAD_DAY = "2026-01-08"  # a schema break: quarantined
 ALERTS_TO = "oncall@example.com"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's / Ubuntu's, on the PATH
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-# screenshots of the browser test
-ARTIFACTS = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    server = SmtpInbox()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
