@@ -268,11 +268,27 @@ class LiveAirflow:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}")["state"]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        return self.wait(
+        """The run's final state; a failed run prints its task states and its failed tasks' log tails (pytest
+        shows them with the failing test, so a failure in CI explains itself)."""
+        state = self.wait(
             lambda: (s := self.run_state(dag_id, run_id)) in ("success", "failed") and s,
             timeout,
             f"{dag_id} run {run_id} to finish",
         )
+        if state == "failed":
+            print(self.explain(dag_id, run_id), flush=True)
+        return state
+
+    def explain(self, dag_id: str, run_id: str) -> str:
+        """Task states of a run and the last lines of each failed task's log (errors and warnings)."""
+        states = self.task_states(dag_id, run_id)
+        lines = [f"[live airflow] {dag_id} run {run_id}: {states}"]
+        logs = Path(self.env["AIRFLOW_HOME"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        for task_id, state in states.items():
+            if state in ("failed", "upstream_failed"):
+                for log in sorted(logs.glob(f"task_id={task_id}/**/*.log")):
+                    lines.append(f"--- {log.relative_to(logs)} ---\n{log.read_text(errors='replace')[-4000:]}")
+        return "\n".join(lines)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}/taskInstances")

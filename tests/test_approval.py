@@ -98,8 +98,13 @@ def _tags(live: LiveAirflow, version: str) -> dict[str, str]:
     return client(s).get_model_version(s.registered_model, version).tags
 
 
-def _train_until_it_waits(live: LiveAirflow, run_id: str) -> dict:
-    """Trigger a training run and wait until its approval task waits for a person; its gate's XCom."""
+def _train_until_it_waits(live: LiveAirflow, run_id: str, settle: float = 15) -> dict:
+    """Trigger a training run and wait until its approval task waits for a person; its gate's XCom.
+
+    ``settle``: seconds to wait after that, as a person reading the request does. An answer within a second
+    or two of the request races Airflow 3.3.2's LocalExecutor: the parked task's worker may report its exit
+    after the answer re-queued the same try, and the scheduler then fails the resumed task as "killed
+    externally" (seen once in CI: a REST rejection sent at once gave a failed run)."""
     live.post(f"/api/v2/dags/{TRAIN}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": {}})
     live.wait(
         lambda: (
@@ -111,6 +116,7 @@ def _train_until_it_waits(live: LiveAirflow, run_id: str) -> dict:
         every=2,
     )
     assert live.task_states(TRAIN, run_id)["approval"] == "awaiting_input", live.task_states(TRAIN, run_id)
+    time.sleep(settle)
     path = f"/api/v2/dags/{TRAIN}/dagRuns/{run_id}/taskInstances/gate/xcomEntries/return_value"
     return live.get(path)["value"]
 
@@ -206,7 +212,7 @@ def test_a_request_rejected_through_the_rest_api_keeps_the_champion(live, inbox)
 def test_a_request_nobody_answers_is_rejected_as_timed_out(live, inbox):
     champion = _champion(live)
     run_id = "nobody_answers"
-    version = _train_until_it_waits(live, run_id)["version"]
+    version = _train_until_it_waits(live, run_id, settle=0)["version"]
     started = time.monotonic()
     assert live.wait_for_run(TRAIN, run_id, timeout=TIMEOUT_HOURS * 3600 + 300) == "success"
     assert time.monotonic() - started > TIMEOUT_HOURS * 3600 - 30, "answered before its timeout"

@@ -242,7 +242,7 @@ def test_worse_challenger_is_refused_and_stays_challenger(models):
 def test_decision_evidence_and_model_card_are_recorded_on_the_version(models):
     import mlflow.artifacts
 
-    from airloop.registry import client
+    from airloop.registry import client, gate_evidence
 
     s, out = models
     _, v2, _ = out["versions"]
@@ -250,8 +250,7 @@ def test_decision_evidence_and_model_card_are_recorded_on_the_version(models):
     mv = c.get_model_version(s.registered_model, v2)
     assert mv.tags["airloop.gate.decision"] == "promoted"
     assert float(mv.tags["airloop.gate.ci_low"]) > 0 and mv.tags["airloop.model_card"].endswith("model_card.html")
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"gate/decision_v{v2}.json")
-    evidence = json.loads(open(local).read())
+    evidence = gate_evidence(s, mv.run_id, v2)
     assert evidence["decision"] == "promoted" and {ch["rule"] for ch in evidence["checks"]} == {
         "floor",
         "min_rows",

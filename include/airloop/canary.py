@@ -9,8 +9,6 @@ margin → the canary becomes champion; worse → it is withdrawn. Both are reco
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,7 +18,7 @@ from airloop.config import Settings
 from airloop.labels import arrived_labels, join_labels
 from airloop.model import metric_value
 from airloop.promote import end_canary, unpaired_bootstrap
-from airloop.registry import CANARY, CHAMPION, client, version_by_alias
+from airloop.registry import CANARY, CHAMPION, gate_evidence, version_by_alias
 
 COLLECTING = "collecting"
 
@@ -70,7 +68,7 @@ def judge(settings: Settings, ds: str) -> dict[str, Any] | None:
         f"{comparison['ci_high']:+.4f}] {'>=' if ok else '<'} margin −{settings.promotion_tolerance} over "
         f"{len(labelled_days)} days"
     )
-    evidence = _gate_evidence(settings, canary.run_id, version)
+    evidence = gate_evidence(settings, canary.run_id, version)
     evidence.update(
         decision=gate.PROMOTED if ok else gate.WITHDRAWN,
         reason=reason,
@@ -85,12 +83,3 @@ def judge(settings: Settings, ds: str) -> dict[str, Any] | None:
         canary=status,
     )
     return end_canary(settings, evidence)
-
-
-def _gate_evidence(settings: Settings, run_id: str, version: str) -> dict[str, Any]:
-    """The gate's evidence of the version (what the model card and the decision text are built from)."""
-    import mlflow.artifacts
-
-    client(settings)  # sets the tracking URI
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"gate/decision_v{version}.json")
-    return json.loads(Path(local).read_text())

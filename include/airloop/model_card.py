@@ -144,7 +144,8 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
     return title, sections
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (its column names as the header row)."""
     cols = [str(c) for c in df.columns]
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     rows += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in df.itertuples(index=False)]
@@ -155,7 +156,7 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     out = [f"# {title}"]
     for head, parts in sections:
         out.append(f"\n## {head}\n")
-        out += [_md_table(x) if isinstance(x, pd.DataFrame) else x for x in parts]
+        out += [md_table(x) if isinstance(x, pd.DataFrame) else x for x in parts]
     return "\n\n".join(out) + "\n"
 
 

@@ -15,7 +15,6 @@ import json
 import pickle
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +23,15 @@ import pandas as pd
 from airloop import gate, lake
 from airloop.config import Settings
 from airloop.model import TAG_GATE_DECISION, TAG_GATE_REASON, metric_value, predict, predicted_class, train_window
+from airloop.model_card import md_table
 from airloop.registry import (
     CANARY,
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
     client,
+    decision_artifact,
+    gate_evidence,
     load_holdout,
     load_model,
     ui_url,
@@ -295,10 +297,7 @@ def answer_approval(
         raise ValueError(
             f"version {version} is not awaiting approval (its gate decision: {mv.tags.get(TAG_GATE_DECISION)})"
         )
-    import mlflow.artifacts
-
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"gate/decision_v{version}.json")
-    evidence = json.loads(Path(local).read_text())
+    evidence = gate_evidence(settings, mv.run_id, version)
     champ = version_by_alias(settings, CHAMPION)
     champion_now = str(champ.version) if champ is not None else None
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -376,8 +375,8 @@ def _record(settings: Settings, c: Any, mv: Any, evidence: dict[str, Any]) -> No
         tags["airloop.gate.ci_high"] = f"{evidence['comparison']['ci_high']:.6f}"
     for k, v in tags.items():
         c.set_model_version_tag(settings.registered_model, version, k, v)
-    c.log_dict(mv.run_id, evidence, f"gate/decision_v{version}.json")
-    c.log_text(mv.run_id, explain_decision(evidence), f"gate/decision_v{version}.txt")
+    c.log_dict(mv.run_id, evidence, decision_artifact(version))
+    c.log_text(mv.run_id, explain_decision(evidence), decision_artifact(version, "txt"))
 
 
 def _canary_first(settings: Settings, champ: Any) -> bool:
@@ -447,13 +446,17 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
     version, metric = evidence["version"], evidence["metric"]
     champion = evidence["champion_version"]
     subject = f"Promote {settings.registered_model} version {version} to champion?"
-    rows = [
-        f"| {metric} | {evidence['challenger_value']:.4f} | "
-        + (f"{evidence['champion_value']:.4f} |" if evidence["champion_value"] is not None else "(no champion) |"),
-        f"| evaluation rows | {evidence['evaluation_rows']} | same rows |",
-        f"| model size (MB) | {evidence['model_size_mb']:.2f} | |",
-        f"| single-row latency, median (ms) | {evidence['latency']['median_ms']:.1f} | |",
-    ]
+    fmt = "{:.4f}".format
+    models = pd.DataFrame(
+        [
+            [metric, fmt(evidence["challenger_value"]),
+             "(no champion)" if evidence["champion_value"] is None else fmt(evidence["champion_value"])],
+            ["evaluation rows", evidence["evaluation_rows"], "same rows"],
+            ["model size (MB)", f"{evidence['model_size_mb']:.2f}", ""],
+            ["single-row latency, median (ms)", f"{evidence['latency']['median_ms']:.1f}", ""],
+        ],
+        columns=["", "challenger", "champion"],
+    )  # fmt: skip
     comparison = evidence.get("comparison")
     ci = (
         f"Difference challenger − champion in {metric}: {comparison['difference']:+.4f}, "
@@ -463,12 +466,14 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
         if comparison
         else "No champion to compare with: the first model is judged on the floor and the other rules."
     )
-    slices = [
-        f"| {s['slice']} | {s['rows']} | "
-        + " | ".join("n/a" if s[k] is None else f"{s[k]:.4f}" for k in ("challenger", "champion"))
-        + f" | {s['floor']} | {'pass' if s['passed'] else 'FAIL'} |"
-        for s in evidence["slices"]
-    ]
+    slices = pd.DataFrame(
+        [
+            [sl["slice"], sl["rows"], *("n/a" if sl[k] is None else fmt(sl[k]) for k in ("challenger", "champion")),
+             sl["floor"], "pass" if sl["passed"] else "FAIL"]
+            for sl in evidence["slices"]
+        ],
+        columns=["slice", "rows", "challenger", "champion", "floor", ""],
+    )  # fmt: skip
     body = "\n".join(
         [
             f"**The gate passed version {version}** (champion now: "
@@ -476,15 +481,9 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
             "",
             ci,
             "",
-            "| | challenger | champion |",
-            "|---|---|---|",
-            *rows,
+            md_table(models),
             "",
-            *(
-                ["| slice | rows | challenger | champion | floor | |", "|---|---|---|---|---|---|", *slices, ""]
-                if slices
-                else []
-            ),
+            *([md_table(slices), ""] if len(slices) else []),
             "Rules: "
             + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['rule']}: {c['detail']}" for c in evidence["checks"]),
             "",

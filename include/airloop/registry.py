@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -97,3 +99,18 @@ def load_holdout(settings: Settings, run_id: str) -> pd.DataFrame:
 
     client(settings)
     return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=m.HOLDOUT_ARTIFACT))
+
+
+def decision_artifact(version: str, ext: str = "json") -> str:
+    """Where the gate's decision on ``version`` lives in its training run's artifacts (``json``: the evidence,
+    ``txt``: the same in words)."""
+    return f"gate/decision_v{version}.{ext}"
+
+
+def gate_evidence(settings: Settings, run_id: str, version: str) -> dict[str, Any]:
+    """The gate's recorded evidence on ``version`` (what approvals, canaries and the model card build on)."""
+    import mlflow.artifacts
+
+    client(settings)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=decision_artifact(version))
+    return json.loads(Path(local).read_text())
