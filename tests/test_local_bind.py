@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
 from live_airflow import free_port
+from production_topology import wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +31,7 @@ def test_make_airflow_listens_on_loopback_only(tmp_path):
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/version", timeout=2):
-                    break
-            except OSError:
-                output = (tmp_path / "make-airflow.log").read_text(errors="replace")
-                assert proc.poll() is None, output[-3000:]
-                assert time.monotonic() < deadline, f"the api-server never answered on {port}:\n{output[-3000:]}"
-                time.sleep(2)
+        wait_http(f"http://127.0.0.1:{port}/api/v2/version", 300, proc, tmp_path / "make-airflow.log")
         listening = {
             c.laddr.ip
             for c in psutil.net_connections(kind="inet")

@@ -9,13 +9,12 @@ import configparser
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from live_airflow import free_port
+from production_topology import wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE, PASSWORD = "airloop", "service-account-secret"
@@ -46,14 +45,7 @@ def server(tmp_path_factory):
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (base / "server.log").read_text()[-3000:]
-            time.sleep(1)
+    wait_http(f"{url}/health", 120, proc, base / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
