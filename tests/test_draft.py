@@ -89,3 +89,24 @@ def test_a_label_that_is_not_0_1_is_refused_with_what_it_holds(tmp_path):
         "--task", "binary_classification", "--name", "x", "--out", str(tmp_path / "x.yaml"), env_home=tmp_path,
     )  # fmt: skip
     assert out.returncode == 2 and "must be 0/1" in out.stderr and "[1, 2]" in out.stderr
+
+
+def test_a_sample_without_the_label_column_drafts_a_spec_whose_suite_expects_none(tmp_path, monkeypatch):
+    """Outcomes that only arrive later (the label feed): the daily files have no label column at all."""
+    monkeypatch.setenv("AIRLOOP_LABEL_SOURCE", "feed")  # the tests' default is batch
+    day = pd.Timestamp("2011-03-01").date()
+    day_rows(day).drop(columns=["busy"]).to_csv(tmp_path / "s.csv", index=False)
+    out = _airloop(
+        "init", "--from", str(tmp_path / "s.csv"), "--entity", "station", "--timestamp", "dteday", "--label", "busy",
+        "--task", "binary_classification", "--name", "feedonly", "--out", str(tmp_path / "f.yaml"), env_home=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "label_in_batch: false" in (tmp_path / "f.yaml").read_text()
+    spec = tmp_path / "f.yaml"
+    ok = _airloop("validate", str(tmp_path / "s.csv"), "--date", "2011-03-01", env_home=tmp_path, spec=spec)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    day_rows(day).to_csv(tmp_path / "with_label.csv", index=False)  # a label column the spec does not expect
+    refused = _airloop(
+        "validate", str(tmp_path / "with_label.csv"), "--date", "2011-03-01", env_home=tmp_path, spec=spec
+    )
+    assert refused.returncode == 1 and "busy" in refused.stdout

@@ -192,3 +192,45 @@ def test_on_the_label_feed_a_model_learns_only_the_labels_that_had_arrived(prepa
     with pytest.raises(ValueError, match="only 2 labelled validated days"):
         train_model(s, day3)
     assert [r["window"] for r in training_runs(s)][-1] == [START.isoformat(), day4]
+
+
+def test_batches_without_a_label_column_validate_and_train_from_the_label_feed(tmp_path, monkeypatch):
+    """``label_in_batch: false``: daily files without the label column pass the suite, and the model learns
+    from the label feed alone; the batch label source is refused at load for such a spec."""
+    import pandas as pd
+    import yaml
+
+    from airloop.config import PACKAGE_DIR, Settings, get_settings
+    from airloop.labels import collect_labels
+    from airloop.validate import write_suite
+
+    spec = yaml.safe_load((PACKAGE_DIR / "dataset.yaml").read_text()) | {"label_in_batch": False}
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "spec" / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    for key, value in {
+        "AIRLOOP_HOME": str(tmp_path / "home"),
+        "AIRLOOP_SPEC_PATH": str(tmp_path / "spec" / "dataset.yaml"),
+        "AIRLOOP_MIN_TRAIN_DAYS": "3",
+        "AIRLOOP_HOLDOUT_DAYS": "1",
+        "AIRLOOP_VALIDATION_DAYS": "1",
+        "AIRLOOP_LABEL_SOURCE": "feed",  # the tests' default is batch
+    }.items():
+        monkeypatch.setenv(key, value)
+    s = get_settings()
+    write_suite(s)
+    label = s.spec.label
+    for path in simulate(START, DAYS, s):  # the simulator's batches, their label column taken out
+        pd.read_csv(path).drop(columns=[label]).to_csv(path, index=False)
+    for i in range(DAYS):
+        ds = (START + timedelta(days=i)).isoformat()
+        ingest_batch(s, ds)
+        result = validate_batch(s, ds)
+        assert result["success"], result
+        assert label not in pd.read_parquet(lake.data_file(s, lake.VALIDATED, ds)).columns
+        materialize_features(s, ds)
+    collect_labels(s, END)
+    out = train_model(s, END)
+    run = client(s).get_run(out["run_id"])
+    assert run.data.params["label_source"] == "feed" and run.data.metrics["rows_train"] > 0
+    with pytest.raises(ValueError, match="label_in_batch: false"):
+        Settings(label_source="batch", spec_path=tmp_path / "spec" / "dataset.yaml")

@@ -295,6 +295,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AIRLOOP_PRIMARY_METRIC={self.primary_metric!r} is {known}; choose from {gate_metrics(task)}"
             )
+        if self.label_source == "batch" and not self.spec.label_in_batch:
+            raise ValueError(
+                "AIRLOOP_LABEL_SOURCE=batch reads the batch's label column, but the dataset spec says "
+                "label_in_batch: false; use the label feed (AIRLOOP_LABEL_SOURCE=feed)"
+            )
         if self.model_type is not None and self.model_type not in MODEL_TYPES[task]:
             raise ValueError(
                 f"AIRLOOP_MODEL_TYPE={self.model_type!r} does not fit {task}; choose from {MODEL_TYPES[task]}"

@@ -116,9 +116,10 @@ def draft_spec(
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists: review and edit it, or pass --force to draft it again")
     df = read_sample(sample)
-    missing = [c for c in (entity, timestamp, label) if c not in df.columns]
+    missing = [c for c in (entity, timestamp) if c not in df.columns]
     if missing:
         raise ValueError(f"{sample.name} has no column {missing}; its columns: {list(df.columns)}")
+    # a sample without the label column: its outcomes arrive later, only through the label feed
     when = pd.to_datetime(df[timestamp], utc=True, format="ISO8601", errors="coerce")
     if when.isna().all():
         raise ValueError(f"{timestamp!r} holds no ISO 8601 timestamps (e.g. {df[timestamp].iloc[0]!r})")
@@ -139,7 +140,7 @@ def draft_spec(
         "entity_dtype": "int" if integer_ids else "string",
         "timestamp": timestamp,
         "label": label,
-        **_check_label(task, df[label]),
+        **(_check_label(task, df[label]) if label in df.columns else {"label_in_batch": False}),
         "rows_per_day": {"min": 1, "max": 10_000_000},
     }
     lines = [

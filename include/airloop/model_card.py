@@ -10,6 +10,7 @@ import pandas as pd
 from airloop import lake
 from airloop import model as m
 from airloop.config import Settings
+from airloop.labels import training_labels
 from airloop.registry import client
 
 STYLE = (
@@ -35,7 +36,7 @@ def card_sections(settings: Settings, version: str, evidence: dict[str, Any]) ->
     start, end = m.train_window(run)
     days = lake.dates(settings, lake.VALIDATED, start, end)
     data = lake.read(settings, lake.VALIDATED, days)
-    label = data[spec.label]
+    label = training_labels(settings, days)[spec.label]  # what the model learned from (feed or batch)
     label_stat = (
         f"positive rate {label.mean():.3f}" if spec.task == "binary_classification" else f"mean {label.mean():.2f}"
     )

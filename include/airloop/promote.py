@@ -22,6 +22,7 @@ import pandas as pd
 
 from airloop import gate, lake
 from airloop.config import Settings
+from airloop.labels import join_labels, training_labels
 from airloop.model import TAG_GATE_DECISION, TAG_GATE_REASON, metric_value, predict, predicted_class, train_window
 from airloop.model_card import md_table
 from airloop.registry import (
@@ -93,7 +94,7 @@ def evaluation_set(settings: Settings, run: Any) -> tuple[pd.DataFrame, list[str
     """The challenger's frozen holdout plus the labelled validated days after its training window,
     with point-in-time features; returns the rows and the days they come from."""
     from airloop.features import training_frame
-    from airloop.labels import LABEL_DAY, training_labels
+    from airloop.labels import LABEL_DAY
 
     spec = settings.spec
     holdout = load_holdout(settings, run.info.run_id)
@@ -138,6 +139,7 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
         & set(lake.dates(settings, lake.PREDICTIONS))
         & set(lake.dates(settings, lake.VALIDATED))
     )
+    labels = training_labels(settings, days)  # from the feed or the batch, as training reads them
     frames = []
     for d in days:
         shadow = pd.read_parquet(lake.data_file(settings, lake.SHADOW, d))
@@ -145,10 +147,8 @@ def shadow_comparison(settings: Settings, version: str) -> dict[str, Any] | None
         if shadow.empty:
             continue
         live = pd.read_parquet(lake.data_file(settings, lake.PREDICTIONS, d))
-        keys = [spec.entity, spec.timestamp]
-        labels = pd.read_parquet(lake.data_file(settings, lake.VALIDATED, d), columns=[*keys, spec.label])
-        both = shadow.merge(live, on=keys, suffixes=("_challenger", "_champion")).merge(labels, on=keys)
-        frames.append(both.dropna(subset=[spec.label]))
+        both = shadow.merge(live, on=[spec.entity, spec.timestamp], suffixes=("_challenger", "_champion"))
+        frames.append(join_labels(settings, both, labels))
     if not frames:
         return None
     rows = pd.concat(frames, ignore_index=True)

@@ -72,6 +72,8 @@ class DatasetSpec(BaseModel):
     label: str
     label_min: float | None = None  # regression: the label's allowed range (classification labels are 0/1)
     label_max: float | None = None
+    # false: the daily batch has no label column; outcomes come only from the label feed (landing/labels/)
+    label_in_batch: bool = True
     rows_per_day: RowCount = RowCount()
     features: list[Feature]
     aggregates: list[Aggregate] = []
@@ -138,8 +140,8 @@ class DatasetSpec(BaseModel):
 
     @property
     def columns(self) -> list[str]:
-        """All columns of a batch, in order."""
-        return [self.entity, self.timestamp, *self.feature_names, self.label]
+        """All columns of a batch, in order (the label last, when batches carry it)."""
+        return [self.entity, self.timestamp, *self.feature_names, *([self.label] if self.label_in_batch else [])]
 
 
 def load_spec(path: Path) -> DatasetSpec:

@@ -90,12 +90,15 @@ def generate_expectations(spec: DatasetSpec) -> list[Any]:
             max_value={"$PARAMETER": "interval_end"},
             strict_max=True,
         ),
-        e(gxe.ExpectColumnValuesToNotBeNull, column=spec.label),
-        e(gxe.ExpectColumnValuesToBeInTypeList, column=spec.label, type_list=NUMERIC_TYPES),
     ]
-    if spec.task == "binary_classification":
+    if spec.label_in_batch:
+        exps += [
+            e(gxe.ExpectColumnValuesToNotBeNull, column=spec.label),
+            e(gxe.ExpectColumnValuesToBeInTypeList, column=spec.label, type_list=NUMERIC_TYPES),
+        ]
+    if spec.label_in_batch and spec.task == "binary_classification":
         exps.append(e(gxe.ExpectColumnValuesToBeInSet, column=spec.label, value_set=[0, 1]))
-    elif spec.label_min is not None or spec.label_max is not None:
+    elif spec.label_in_batch and (spec.label_min is not None or spec.label_max is not None):
         exps.append(
             e(gxe.ExpectColumnValuesToBeBetween, column=spec.label, min_value=spec.label_min, max_value=spec.label_max)
         )
