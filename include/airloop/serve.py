@@ -247,7 +247,8 @@ class _FastPipeline:
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-        _need(type(pipe) is Pipeline and [n for n, _ in pipe.steps] == ["pre", "model"], f"model {type(pipe)}")
+        steps = [n for n, _ in pipe.steps] if type(pipe) is Pipeline else type(pipe).__name__
+        _need(steps == ["pre", "model"], f"a pipeline of steps {steps} (covered: pre, model)")
         pre, est = pipe.named_steps["pre"], pipe.named_steps["model"]
         _need(type(pre) is ColumnTransformer, f"preprocessing {type(pre).__name__}")
         parts = {n: (t, list(c)) for n, t, c in pre.transformers_ if not (n == "remainder" and t == "drop")}
