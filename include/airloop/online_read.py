@@ -16,10 +16,13 @@ with a Redis online store; ``redis_reader`` says why not otherwise, and the serv
 from __future__ import annotations
 
 import calendar
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
 from airloop.online_write import Layout, _entity_keys, _layout
+
+DECODED_CACHE = 65_536  # distinct non-double Value records kept decoded (counts, categories): cleared when full
 
 
 class RedisReader:
@@ -29,32 +32,27 @@ class RedisReader:
         from feast.infra.online_stores.helpers import _mmh3
 
         self.client, self.layout, self.features = client, layout, list(features)
-        self._fields = [_mmh3(f"{layout.view}:{name}") for name in self.features] + [f"_ts:{layout.view}".encode()]
+        fields = [_mmh3(f"{layout.view}:{name}") for name in self.features] + [f"_ts:{layout.view}".encode()]
+        self._head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)  # HMGET, key, fields
+        self._fields = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
         self._suffix = layout.project.encode()
+        self._decoded: dict[bytes, Any] = {}
 
     def read(self, ids: list[Any]) -> dict[str, list]:
         """The ``to_dict(include_event_timestamps=True)`` of Feast's online response for ``ids``."""
         import pyarrow as pa
-        from feast.protos.feast.types.Value_pb2 import Value
         from google.protobuf.timestamp_pb2 import Timestamp
 
         key_type = pa.int64() if self.layout.key_type == "int" else pa.string()
         _, keys = _entity_keys(pa.array(ids, key_type), self.layout, self._suffix)
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key, self._fields)
-            replies = pipe.execute()
+        replies = self._hmget(keys)
         k = len(self.features)
         columns: list[list] = [[None] * len(ids) for _ in range(k)]
         stamps = [0] * len(ids)
         for i, reply in enumerate(replies):
             for j in range(k):
-                raw = reply[j]
-                if raw:
-                    value = Value.FromString(raw)
-                    kind = value.WhichOneof("val")
-                    if kind is not None:
-                        columns[j][i] = getattr(value, kind)
+                if raw := reply[j]:
+                    columns[j][i] = self._value(raw)
             if reply[k]:
                 ts = Timestamp.FromString(reply[k])
                 # Feast: datetime.fromtimestamp(seconds + nanos / 1e9) into a Timestamp, then its seconds
@@ -64,6 +62,49 @@ class RedisReader:
             out[name] = column
             out[f"{name}__ts"] = stamps
         return out
+
+    def _value(self, raw: bytes) -> Any:
+        """A serialized ``Value`` as Feast's ``feast_value_type_to_python_type`` gives it."""
+        if len(raw) == 9 and raw[0] == 0x29:  # double_val (field 5, fixed64): most features; no parse needed
+            return _DOUBLE.unpack_from(raw, 1)[0]
+        value = self._decoded.get(raw, _MISSING)
+        if value is _MISSING:
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            parsed = Value.FromString(raw)
+            kind = parsed.WhichOneof("val")
+            value = None if kind is None else getattr(parsed, kind)
+            if len(self._decoded) >= DECODED_CACHE:
+                self._decoded.clear()
+            self._decoded[raw] = value
+        return value
+
+    def _hmget(self, keys: list[bytes]) -> list[list[bytes | None]]:
+        """One HMGET per key, sent as one packed write on one pooled connection; a connection Redis closed
+        since (a restart) is retried once on a fresh one."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        payload = b"".join(self._head + b"$%d\r\n%s\r\n" % (len(key), key) + self._fields for key in keys)
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([payload], check_health=False)
+                return [conn.read_response() for _ in keys]
+            except RedisConnectionError:
+                conn.disconnect()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
+
+
+_DOUBLE = struct.Struct("<d")
+_MISSING = object()
 
 
 def _whole_seconds(total: float) -> int:
