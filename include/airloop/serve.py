@@ -1,8 +1,11 @@
 """Serve: real-time scoring of the ``champion`` over HTTP (FastAPI on uvicorn, issue 19).
 
-``POST /predict`` reads the entities' latest features from the online store through Feast's SDK (the
-spec's feature service), scores them with the champion held in memory and returns, per entity, the
-score, the prediction, the model version and the feature timestamp. The alias is re-read every
+``POST /predict`` reads the entities' latest features of the spec's feature service from the online store,
+scores them with the champion held in memory and returns, per entity, the score, the prediction, the model
+version and the feature timestamp. Two fast paths, each with its reference as the fallback: features are
+read straight from Redis in the layout Feast writes (``online_read``; else Feast's ``get_online_features``),
+and the champion's fitted pipeline is evaluated as numpy arithmetic (``fast_scorer``, checked against the
+pipeline when loaded; else the pipeline on a DataFrame). The alias is re-read every
 ``serve_refresh_seconds``; a new champion is loaded beside the old one and swapped in as one
 ``(model, version)`` tuple, so a request is always answered by exactly one version, which it names.
 Each prediction is also logged to the lake's ``predictions_online`` zone (one Parquet part per flush,
@@ -496,8 +499,8 @@ class ScoringService:
         values = self.lookup(ids)
         n = len(ids)
         # Feast's Redis store marks a missing entity PRESENT with null values: its event time 0 tells
-        stamps = [values[f"{f}__ts"] for f in spec.model_features]
-        newest = [max(ts[i] for ts in stamps) for i in range(n)]
+        stamps = {id(ts): ts for ts in (values[f"{f}__ts"] for f in spec.model_features)}  # one per view
+        newest = list(map(max, zip(*stamps.values(), strict=True)))
         rows = [i for i in range(n) if newest[i] > 0]
         scores = np.array([], dtype="float64")
         if rows:
