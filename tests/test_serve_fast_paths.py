@@ -147,7 +147,8 @@ def test_fast_scorer_declines_a_pipeline_it_does_not_know(settings):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from airloop.serve import fast_scorer
+    from airloop.model import predict
+    from airloop.serve import fast_scorer, plain_scorer
     from airloop.train import build_pipeline
 
     spec = settings.spec
@@ -160,3 +161,6 @@ def test_fast_scorer_declines_a_pipeline_it_does_not_know(settings):
     pipe.fit(frame, [0, 1] * 10)
     score, why = fast_scorer(settings, pipe)
     assert score is None and "steps" in why
+    fallback = plain_scorer(settings, pipe)  # what the service scores with instead
+    cols = {f: frame[f].tolist() for f in spec.model_features}
+    np.testing.assert_allclose(fallback(cols), predict(settings, pipe, frame), rtol=1e-12, atol=1e-12)

@@ -381,11 +381,15 @@ def plain_scorer(settings: Settings, pipe: Any) -> Any:
     spec = settings.spec
 
     def score(cols: dict[str, list]) -> np.ndarray:
+        import sklearn
+
         data: dict[str, Any] = dict(cols)
         for f in spec.model_features:
             if f not in spec.categorical_features:
                 data[f] = np.array(cols[f], dtype="float64")  # None -> NaN, imputed by the pipeline
-        return predict(settings, pipe, pd.DataFrame(data, columns=spec.model_features))
+        # without sklearn's input checks (~1.5 ms of a one-row call): missing values are still imputed
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return predict(settings, pipe, pd.DataFrame(data, columns=spec.model_features))
 
     return score
 
