@@ -146,12 +146,12 @@ def render(r: dict, load_before: tuple, load_after: tuple, elapsed: float, comma
         if not isinstance(n, int):
             continue
         a, b = res["airloop"], res["baseline"]
-        paced = res["airloop_paced"]
+        paced, plain = res["airloop_paced"], res["airloop_plain"]
         target = "p99 < 10 ms at 200 req/s" if n == 1 else "p99 < 25 ms"
         lines.append(
             f"| `airloop serve`, {n} entit{'y' if n == 1 else 'ies'}/request | {a['rps']:,.0f} req/s (p50/p95/p99 "
-            f"{a['p50']:.1f}/{a['p95']:.1f}/{a['p99']:.1f} ms); paced {paced['rps']:,.0f} req/s: "
-            f"p99 {paced['p99']:.1f} ms "
+            f"{a['p50']:.1f}/{a['p95']:.1f}/{a['p99']:.1f} ms, load {a['load']:.1f}); paced {paced['rps']:,.0f} "
+            f"req/s: p99 {paced['p99']:.1f} ms; fast paths off {plain['rps']:,.0f} req/s, p99 {plain['p99']:.1f} ms "
             f"| `feast serve` + `mlflow models serve` {b['rps']:,.0f} req/s (p99 {b['p99']:.1f} ms) "
             f"| {res['throughput_ratio']:.2f}x | {target}; >= 3x |"
         )

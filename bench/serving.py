@@ -6,6 +6,9 @@ The baseline's two hops are driven one at a time with the same wrk settings; a c
 waits for both, so its latency is taken as the sum of the hops' percentiles (an upper bound of the
 chain's percentile) and its throughput as 1 / (1/rps_feast + 1/rps_mlflow) (the two servers share the
 same cores). MLflow's sklearn pyfunc returns the class, not P(positive): same work, less output.
+`airloop_plain` is the same service with AIRLOOP_SERVE_FAST_PATH=false (Feast's get_online_features, the
+sklearn pipeline): what its two fast paths buy, in the same run. Each wrk figure carries the 1-minute load
+average read when it ended.
 Targets (2 cores, Redis): 1 entity p99 < 10 ms at ~200 req/s; 100 entities p99 < 25 ms; >= 3x the
 baseline's throughput."""
 
@@ -66,6 +69,7 @@ def wrk(url: str, path: str, bodies: list[str], connections: int, seconds: float
     os.unlink(f.name)
     r = json.loads(next(line for line in out.splitlines() if line.startswith("WRK "))[4:])
     r["rps"] = r["requests"] / r["seconds"]
+    r["load"] = os.getloadavg()[0]  # the machine is shared: each figure with the load it was measured at
     return r
 
 
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8, help="per wrk run (keep it short: shared machine)")
     parser.add_argument("--days", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=1, help="airloop serve worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="airloop serve worker processes (2 cores: 2)")
     parser.add_argument("--connections", type=int, default=8, help="closed-loop throughput runs")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -146,10 +150,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     features = __import__("pandas").read_parquet(lake.data_file(s, lake.FEATURES, lake.dates(s, lake.FEATURES)[-1]))
     ids = features[spec.entity].drop_duplicates().astype(int).tolist()
-    ports = {name: _free_port() for name in ("airloop", "feast", "mlflow")}
+    ports = {name: _free_port() for name in ("airloop", "airloop_plain", "feast", "mlflow")}
     home = Path(env["AIRLOOP_HOME"])
     commands = {
         "airloop": [str(BIN / "airloop"), "serve", "--port", str(ports["airloop"]), "--workers", str(args.workers)],
+        # the same service without its fast paths: Feast's get_online_features and the sklearn pipeline
+        "airloop_plain": [str(BIN / "airloop"), "serve", "--port", str(ports["airloop_plain"])]
+        + ["--workers", str(args.workers)],
         "feast": [str(BIN / "feast"), "-c", str(s.feature_repo), "serve", "--host", "127.0.0.1"]
         + ["--port", str(ports["feast"]), "--no-access-log", "--max-requests", "10000000"],
         "mlflow": [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{s.registered_model}@champion"]
@@ -159,9 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for name, cmd in commands.items():
             log = home / f"{name}.log"
-            procs[name] = (subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT), log)
+            own = {**env, "AIRLOOP_SERVE_FAST_PATH": "false"} if name == "airloop_plain" else env
+            procs[name] = (subprocess.Popen(cmd, env=own, stdout=log.open("w"), stderr=subprocess.STDOUT), log)
         url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         _wait(f"{url['airloop']}/ready", *procs["airloop"])
+        _wait(f"{url['airloop_plain']}/ready", *procs["airloop_plain"])
         _wait(f"{url['feast']}/health", *procs["feast"])
         _wait(f"{url['mlflow']}/health", *procs["mlflow"])
         return _measure(args, s, ids, features, url)
@@ -199,15 +208,21 @@ def _measure(args: argparse.Namespace, s, ids: list[int], features, url: dict[st
         res: dict = {}
         # closed loop, as fast as each server answers: throughput and its latencies
         res["airloop"] = wrk(url["airloop"], "/predict", ours, args.connections, args.seconds, auth)
+        res["airloop_plain"] = wrk(url["airloop_plain"], "/predict", ours, args.connections, args.seconds, auth)
         res["feast"] = wrk(url["feast"], "/get-online-features", feast, args.connections, args.seconds)
         res["mlflow"] = wrk(url["mlflow"], "/invocations", mlflow, args.connections, args.seconds)
         chain = {q: res["feast"][q] + res["mlflow"][q] for q in ("p50", "p95", "p99")}
         chain["rps"] = 1 / (1 / res["feast"]["rps"] + 1 / res["mlflow"]["rps"])
         res["baseline"] = chain
         res["throughput_ratio"] = res["airloop"]["rps"] / chain["rps"]
-        # paced: each of 4 connections waits before its next request (~200 req/s for 1 entity)
-        paced_delay = 18 if n == 1 else 50
-        res["airloop_paced"] = wrk(url["airloop"], "/predict", ours, 4, args.seconds, auth, paced_delay)
+        # paced: each of 4 connections waits before its next request; 1 entity at ~200 req/s (the delay is
+        # corrected once for the latency a first run shows), 100 entities at ~70 req/s
+        delay = 4 / 200 * 1000 if n == 1 else 50
+        paced = wrk(url["airloop"], "/predict", ours, 4, args.seconds, auth, delay)
+        if n == 1:
+            cycle = 4 / paced["rps"] * 1000  # ms between a connection's requests: the delay plus the answer
+            paced = wrk(url["airloop"], "/predict", ours, 4, args.seconds, auth, max(0.0, 2 * delay - cycle))
+        res["airloop_paced"] = paced
         out[n] = res
     _print(out)
     return out
@@ -217,9 +232,9 @@ def _print(out: dict) -> None:
     for n in (1, 100):
         r = out[n]
         print(f"--- {n} entit{'y' if n == 1 else 'ies'} per request")
-        for name in ("airloop", "airloop_paced", "feast", "mlflow", "baseline"):
+        for name in ("airloop", "airloop_paced", "airloop_plain", "feast", "mlflow", "baseline"):
             m = r[name]
-            fails = f", failures {m['errors'] + m['non2xx']}" if "errors" in m else ""
+            fails = f", failures {m['errors'] + m['non2xx']}, load {m['load']:.1f}" if "errors" in m else ""
             print(
                 f"{name:14s} {m['rps']:8.0f} req/s  p50 {m['p50']:6.1f} ms  p95 {m['p95']:6.1f} ms  "
                 f"p99 {m['p99']:6.1f} ms{fails}"

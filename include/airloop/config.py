@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     """The champion alias is re-read this often: a promotion or rollback is served within it."""
     serve_store_timeout_seconds: float = 1.0
     """Redis connect/read timeout of the service's online lookups."""
+    serve_fast_path: bool = True
+    """`false`: read features through Feast's `get_online_features` and score through the sklearn pipeline, as
+    the service does anyway where its fast paths do not cover the store or the model (measured baseline)."""
     serve_max_entities: int = 1000
     """Entity ids per request."""
     serve_log_flush_seconds: float = 5.0
