@@ -2,7 +2,9 @@
 (``airloop.online_write``), Feast's ``write_to_online_store`` (10 k-row batches, the path it replaces), and
 the same key/values written with the bare client (sqlite3 executemany, redis-py pipeline). Each writer
 reads the day's feature Parquet batch by batch, as ``materialize_features`` does, into an emptied store.
-Plus Redis online lookup latency (p50/p99) for 1 and 100 entities. Targets: airloop into Redis >= 100 k
+The columnar write runs in a process of its own, at the day's size and at a tenth of it, for its peak memory
+apart (RSS peak during the write over the RSS before it). Plus Redis online lookup latency (p50/p99) for 1
+and 100 entities. Targets: airloop into Redis >= 100 k
 rows/s and >= 8x Feast, into SQLite >= 50 k rows/s; p99 < 10 ms for 100 entities.
 """
 
@@ -14,6 +16,7 @@ import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,26 +40,71 @@ def feature_rows(spec, n: int) -> pd.DataFrame:
     return df
 
 
-def _write_online(settings, writer: str) -> float:
-    """Seconds to load the day's feature file into an emptied online store with ``writer`` (airloop|feast)."""
-    from airloop import lake
-    from airloop.features import apply_repo
-    from airloop.online_write import online_writer
-    from airloop.storage import iter_batches
-
+def _empty_store(settings) -> None:
     if settings.online_store == "redis":
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
     else:
         (settings.feast_dir / "online.db").unlink(missing_ok=True)
+
+
+def _write_online(settings, writer: str, path) -> float:
+    """Seconds to load the feature file ``path`` into an emptied online store with ``writer`` (airloop|feast)."""
+    from airloop.features import apply_repo
+    from airloop.online_write import online_writer
+    from airloop.storage import iter_batches
+
+    _empty_store(settings)
     store = apply_repo(settings)
     chosen = online_writer(settings.model_copy(update={"online_writer": writer}), store)
     t = time.perf_counter()
-    for batch in iter_batches(lake.data_file(settings, lake.FEATURES, "2026-01-05"), chosen.batch_rows):
+    for batch in iter_batches(path, chosen.batch_rows):
         chosen.write(batch)
     chosen.close()
     return time.perf_counter() - t
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _airloop_child(path: str) -> None:
+    """In a process of its own: the columnar write of ``path`` into an emptied store; prints its seconds and the
+    peak RSS during the write over the RSS before it (the peak is reset after imports and setup: Linux
+    ``clear_refs``)."""
+    import json
+
+    from airloop.config import get_settings
+    from airloop.features import apply_repo
+    from airloop.online_write import online_writer
+    from airloop.storage import iter_batches
+
+    settings = get_settings()
+    _empty_store(settings)
+    writer = online_writer(settings.model_copy(update={"online_writer": "airloop"}), apply_repo(settings))
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    t = time.perf_counter()
+    for batch in iter_batches(path, writer.batch_rows):
+        writer.write(batch)
+    writer.close()
+    seconds = time.perf_counter() - t
+    print(json.dumps({"seconds": seconds, "peak_mb": (_status_kib("VmHWM") - before) / 1024}))
+
+
+def _airloop_apart(path) -> dict:
+    """``_airloop_child`` of ``path`` in a fresh interpreter (this process's environment)."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import feast_online; "
+    code += f"feast_online._airloop_child({str(path)!r})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _sqlite_baseline(rows: pd.DataFrame, cols: list[str], path: str) -> float:
@@ -109,13 +157,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from airloop import lake
     from airloop.storage import write_parquet
 
-    write_parquet(rows, lake.data_file(settings, lake.FEATURES, "2026-01-05"))
+    day = write_parquet(rows, lake.data_file(settings, lake.FEATURES, "2026-01-05"))
+    small = write_parquet(rows.iloc[: args.rows // 10], Path(home) / "small.parquet")
     for store_name in ("sqlite", "redis"):
         if store_name == "redis":
             os.environ.update(AIRLOOP_ONLINE_STORE="redis", AIRLOOP_REDIS_CONNECTION=f"127.0.0.1:6379,db={REDIS_DB}")
             settings = get_settings()
-        feast_s = _write_online(settings, "feast")
-        airloop_s = _write_online(settings, "airloop")  # leaves the store loaded: the lookups read it
+        feast_s = _write_online(settings, "feast", day)
+        tenth = _airloop_apart(small)
+        full = _airloop_apart(day)  # leaves the store loaded: the lookups read it
+        airloop_s = full["seconds"]
         if store_name == "sqlite":
             bare_s = _sqlite_baseline(rows, cols, os.path.join(home, "baseline.db"))
         else:
@@ -126,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"feast_{store_name}_rps": args.rows / feast_s,
                 f"{store_name}_baseline_rps": args.rows / bare_s,
                 f"airloop_over_feast_{store_name}": feast_s / airloop_s,
+                f"airloop_{store_name}_peak_mb": full["peak_mb"],
+                f"airloop_{store_name}_peak_mb_tenth": tenth["peak_mb"],
             }
         )
     import redis
@@ -151,6 +204,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(
             f"materialize {store_name}: airloop {a:,.0f} rows/s | feast {f:,.0f} rows/s | bare {b:,.0f} rows/s | "
             f"airloop/feast {a / f:.1f}x"
+        )
+    for store_name in ("sqlite", "redis"):
+        tenth, full = out[f"airloop_{store_name}_peak_mb_tenth"], out[f"airloop_{store_name}_peak_mb"]
+        print(
+            f"airloop writer {store_name} peak memory over its start: {tenth:,.0f} MB at {args.rows // 10:,} rows, "
+            f"{full:,.0f} MB at {args.rows:,} rows"
         )
     for n in (1, 100):
         p50, p99 = out[f"lookup_{n}_p50_ms"], out[f"lookup_{n}_p99_ms"]

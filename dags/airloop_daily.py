@@ -9,7 +9,10 @@ Runs nightly for the day that just ended (its data interval).
    an unreadable batch or a failed `critical` expectation sends it to `lake/quarantine/ds=<day>`
    with `REASON.txt` and the task fails without retries, so nothing downstream runs; failed
    `warning` expectations are logged and passed on. Release a fixed batch with `airloop_release`;
-3. **materialize** the day's features into the Feast online store;
+3. **materialize** the day's features (the offline partition, with aggregates) and register the Feast repo;
+   `write_online` is mapped over `AIRLOOP_ONLINE_WRITE_BUCKETS` entity-hash buckets, each loading its
+   entities into the online store (at once on Redis; SQLite, a single-writer file, takes them in turn);
+   `record_materialization` sums them up;
 4. **score** the day's entities with `models:/<model>@champion` (skipped until a champion exists):
    `plan_scoring` fixes the model version and splits the day into shards of `AIRLOOP_SCORE_SHARD_ROWS`
    rows, `score_shard` is mapped over them (in parallel on every worker), and `score` publishes the
@@ -22,8 +25,9 @@ interval that just ended; the run's logical date is the batch day. For one day b
 *Single Run* with that logical date (optionally another `source`). For a date range: *Trigger* →
 *Backfill*, or `airflow backfill create --dag-id airloop_daily --from-date A --to-date B` (the scheduler
 must be running and the DAG unpaused): the runs overlap, but `validate` and `materialize` run one at a
-time (they write shared stores; materializing an older day re-materializes through the newest one, so
-their order does not matter). A backfill never trains or promotes.
+time (they write shared stores; materializing an older day re-materializes through the newest one), and
+each online-store bucket is written by one run at a time, newest days last, so the order of runs does
+not matter. A backfill never trains or promotes.
 
 **Alerts.** A failure emails `airloop_alert_emails` through `smtp_default` with the error and a link to
 the log; a quarantined batch says so in the subject and lists the failed expectations.
@@ -34,7 +38,6 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import (
-    FEATURES,
     RAW_BATCH,
     VALIDATED_BATCH,
     dag_defaults,
@@ -73,8 +76,8 @@ def airloop_daily():
         with fail_if_quarantined():
             return ingest_batch(settings, ds, s3_client_kwargs=s3_client_kwargs(settings.s3_conn_id))
 
-    # validate and materialize write shared stores (the GX project, the Feast registry and SQLite online
-    # store): one at a time across runs, so a backfill's parallel runs queue here instead of colliding
+    # validate and materialize write shared stores (the GX project, the features zone and Feast registry):
+    # one at a time across runs, so a backfill's parallel runs queue here instead of colliding
     @task(outlets=[VALIDATED_BATCH], max_active_tis_per_dag=1)
     def validate(ingested: dict) -> dict:
         from airloop.config import get_settings
@@ -86,11 +89,7 @@ def airloop_daily():
             print(f"WARNING (not blocking): {warning}")
         return result
 
-    @task(outlets=[FEATURES], max_active_tis_per_dag=1)
-    def materialize(validated: dict) -> dict:
-        return materialize_day(validated["ds"])
-
-    export_metrics(score_day(materialize(validate(ingest()))), "lake")
+    export_metrics(score_day(materialize_day(validate(ingest()))), "lake")
 
 
 airloop_daily()

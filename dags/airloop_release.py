@@ -16,7 +16,6 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop_dag_support import (
-    FEATURES,
     VALIDATED_BATCH,
     dag_defaults,
     export_metrics,
@@ -56,11 +55,7 @@ def airloop_release():
             except FileNotFoundError as exc:  # nothing to release there: a retry cannot help
                 raise AirflowFailException(str(exc)) from exc
 
-    @task(outlets=[FEATURES])
-    def materialize(released: dict) -> dict:
-        return materialize_day(released["ds"])
-
-    export_metrics(score_day(materialize(release())), "lake")
+    export_metrics(score_day(materialize_day(release())), "lake")
 
 
 airloop_release()

@@ -89,12 +89,38 @@ def s3_client_kwargs(conn_id: str) -> dict[str, Any]:
     return {k: v for k, v in found.items() if v}
 
 
-def materialize_day(ds: str) -> dict:
-    """Task body shared by the daily and release DAGs: the day's features into Feast."""
-    from airloop.config import get_settings
-    from airloop.features import materialize_features
+def materialize_day(upstream: Any) -> Any:
+    """The materialization tasks of the daily and release DAGs, wired after ``upstream`` (a task's output with
+    the day's ``ds``; call inside a DAG): ``materialize`` writes the day's offline features and registers the
+    Feast repo (runs take turns), ``write_online`` is mapped over the ``AIRLOOP_ONLINE_WRITE_BUCKETS``
+    entity-hash buckets (each loads its entities into the online store: at once on Redis, in turn on SQLite's
+    single-writer file), and ``record_materialization`` sums them up. Returns the summary (with ``ds``)."""
 
-    return materialize_features(get_settings(), ds)
+    @task(max_active_tis_per_dag=1)
+    def materialize(upstream: dict) -> list[dict]:
+        from airloop.config import get_settings
+        from airloop.features import prepare_materialization
+
+        prepared = prepare_materialization(get_settings(), upstream["ds"])
+        return [{"prepared": prepared, "bucket": b} for b in range(prepared["buckets"])]
+
+    @task
+    def write_online(part: dict) -> dict:
+        from airloop.config import get_settings
+        from airloop.features import write_online_bucket
+
+        prepared = part["prepared"]
+        return write_online_bucket(get_settings(), prepared["ds"], part["bucket"], prepared["buckets"])
+
+    @task(outlets=[FEATURES])
+    def record_materialization(parts: list[dict], written: list[dict]) -> dict:
+        from airloop.config import get_settings
+        from airloop.features import record_materialization
+
+        return record_materialization(get_settings(), parts[0]["prepared"], list(written))
+
+    parts = materialize(upstream)
+    return record_materialization(parts, write_online.expand(part=parts))
 
 
 def score_day(materialized: Any) -> Any:

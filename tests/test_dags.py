@@ -72,6 +72,22 @@ def test_every_dag_ends_with_the_metrics_export_whatever_happened_upstream(dagba
         assert sorted(p.name for p in settings.metrics_dir.iterdir()) == sorted(Path(p).name for p in written)
 
 
+def test_materialization_maps_the_online_write_over_entity_hash_buckets(dagbag):
+    """Daily and release: the offline features once (one run at a time), then ``write_online`` mapped over the
+    buckets ``materialize`` lists, then one summary (the features asset) that scoring waits for."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    for dag_id in ("airloop_daily", "airloop_release"):
+        dag = dagbag.dags[dag_id]
+        offline, write, record = (dag.get_task(t) for t in ("materialize", "write_online", "record_materialization"))
+        assert offline.max_active_tis_per_dag == 1, dag_id
+        assert isinstance(write, MappedOperator) and not isinstance(offline, MappedOperator), dag_id
+        assert write.upstream_task_ids == {"materialize"}, dag_id
+        assert record.upstream_task_ids == {"materialize", "write_online"}, dag_id
+        assert [o.name for o in record.outlets] == ["airloop_features"], dag_id
+        assert "record_materialization" in dag.get_task("plan_scoring").upstream_task_ids, dag_id
+
+
 def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypatch):
     """The README's promises: 2 retries with exponential backoff from 30 s; a data-interval timetable on the
     crons and time zone of the settings; any year's logical dates (AIRLOOP_START_DATE)."""

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     """How features reach the online store: `airloop`'s columnar writer (the bytes Feast writes, for the Feast
     version, stores and types its compatibility test covers), Feast's `write_to_online_store`, or `auto`: the
     columnar writer where covered, else Feast's (one log line says why)."""
+    online_write_buckets: int = Field(4, ge=1)
+    """Entity-hash buckets of a day's online-store write: the daily DAG maps one task per bucket (on Redis they
+    write at once; on SQLite, a single-writer file, they take turns)."""
 
     # --- the simulator (make demo, airloop simulate)
     seed: int = 7

@@ -16,7 +16,16 @@ import yaml
 from airloop import lake
 from airloop.config import Settings
 from airloop.spec import DatasetSpec
-from airloop.storage import atomic_path, date_range, exclusive, iter_batches, split_by_key, write_json, write_parquet
+from airloop.storage import (
+    atomic_path,
+    date_range,
+    exclusive,
+    iter_batches,
+    key_hash,
+    split_by_key,
+    write_json,
+    write_parquet,
+)
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -185,49 +194,91 @@ def write_features(settings: Settings, ds: str) -> tuple[int, int]:
     return rows, entities
 
 
-def materialize_features(settings: Settings, ds: str) -> dict:
-    """Write the offline feature rows of ``ds`` (with aggregates) and load them into the online store, batch
-    by batch (flat memory), with the writer ``AIRLOOP_ONLINE_WRITER`` selects (``airloop.online_write``: the
-    columnar writer where its compatibility test covers the store, else Feast's ``write_to_online_store``;
-    Feast's ``materialize`` converts the whole window to protobuf objects at once: ~8 GB for 1 M rows). A
-    backfill of an older day also computes again the newer days whose aggregate windows reach it, and
-    rewrites the newer days into the online store, oldest first, so offline values and the online store's
-    latest values do not depend on the order of runs (the SQLite store keeps the last write; the Redis
-    store skips a row older than the stored one). Runs take turns (a lock on the Feast folder)."""
-    from airloop.online_write import online_writer
-
+def prepare_materialization(settings: Settings, ds: str) -> dict:
+    """The offline part of materializing ``ds``: write its feature partition (with aggregates), compute again
+    the newer days already written whose aggregate windows reach back to it (a backfill out of order, a late
+    day: the order of runs never changes a value) and register the Feast repo. Runs take turns (a lock on the
+    Feast folder). Returns what the online write needs: the day and its ``settings.online_write_buckets``."""
     with exclusive(settings.feast_dir / ".airloop.lock"):  # the features zone, Feast's registry and online store
         began = time.perf_counter()  # after the lock: the work, not the wait
         rows, entities = write_features(settings, ds)
-        # newer days already written whose aggregate windows reach back to ds were computed without it (a
-        # backfill out of order, a late day): compute them again, so the order of runs never changes a value
         reach = max((a.window_days for a in settings.spec.aggregates), default=0)
         if reach:
             last = (date.fromisoformat(ds) + timedelta(days=reach)).isoformat()
             for later in lake.dates(settings, lake.FEATURES, start=ds, end=last):
                 if later > ds:
                     write_features(settings, later)
-        store = apply_repo(settings)
+        apply_repo(settings)
+    seconds = round(time.perf_counter() - began, 3)
+    return {"ds": ds, "rows": rows, "entities": entities, "buckets": settings.online_write_buckets, "seconds": seconds}
+
+
+def write_online_bucket(settings: Settings, ds: str, bucket: int = 0, buckets: int = 1) -> dict:
+    """Load the entities of one entity-hash bucket (``key_hash % buckets == bucket``) of ``ds`` and of every newer
+    day already in the features zone into the online store, oldest day first, batch by batch (flat memory), with
+    the writer ``AIRLOOP_ONLINE_WRITER`` selects (``airloop.online_write``). Buckets share no entity, so they can
+    write at once; a bucket's writes take turns across runs (a lock per bucket, one for all of SQLite's single-
+    writer file) and list the days inside it, so whichever run writes a bucket last writes its newest days last:
+    an older day never overwrites newer values, in any order of runs or retries (the SQLite store keeps the last
+    write; the Redis store also skips a row older than the stored one)."""
+    import pyarrow.compute as pc
+
+    from airloop.online_write import online_writer
+
+    if not 0 <= bucket < buckets:
+        raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
+    entity = settings.spec.entity
+    with exclusive(settings.feast_dir / ".airloop.lock"):  # the registry is read whole, never half-applied
+        writer = online_writer(settings, get_store(settings))
+    name = "sqlite" if settings.online_store == "sqlite" else f"{settings.online_store}-{bucket}-of-{buckets}"
+    rows = 0
+    with exclusive(settings.feast_dir / f".online-{name}.lock"):
+        began = time.perf_counter()  # after the lock: the work, not the wait
         days = lake.dates(settings, lake.FEATURES, start=ds)
-        writer = online_writer(settings, store)
         try:
             for day in days:
-                for batch in iter_batches(lake.data_file(settings, lake.FEATURES, day), writer.batch_rows):
-                    writer.write(batch)
+                path = lake.data_file(settings, lake.FEATURES, day)
+                for batch in iter_batches(path, writer.batch_rows * buckets):  # about batch_rows of this bucket
+                    if buckets > 1:
+                        keys = batch.column(batch.schema.get_field_index(entity)).to_pandas()
+                        batch = batch.filter(pc.equal(key_hash(keys) % buckets, bucket))
+                    if batch.num_rows:
+                        writer.write(batch)
+                        rows += batch.num_rows
         finally:
             writer.close()
-    start, end = _day_bounds(ds)
+    seconds = round(time.perf_counter() - began, 3)
+    return {"ds": ds, "bucket": bucket, "days": days, "rows": rows, "online_writer": writer.name, "seconds": seconds}
+
+
+def record_materialization(settings: Settings, prepared: dict, written: list[dict]) -> dict:
+    """The summary of one day's materialization from its offline part and its bucket writes, kept where
+    ``airloop.metrics`` reads it; returned."""
+    ds = prepared["ds"]
+    days = sorted({day for w in written for day in w["days"]} | {ds})
     result = {
         "ds": ds,
-        "rows": rows,
-        "entities": entities,
+        "rows": prepared["rows"],
+        "entities": prepared["entities"],
         "online_store": settings.online_store,
-        "online_writer": writer.name,
-        "window": [start.isoformat(), _day_bounds(days[-1])[1].isoformat()],
-        "seconds": round(time.perf_counter() - began, 3),
+        "online_writer": written[0]["online_writer"] if written else None,
+        "online_buckets": len(written),
+        "window": [_day_bounds(ds)[0].isoformat(), _day_bounds(days[-1])[1].isoformat()],
+        "seconds": round(prepared["seconds"] + sum(w["seconds"] for w in written), 3),
     }
-    write_json(result, lake.materialize_record(settings, ds))  # what airloop.metrics reports
+    write_json(result, lake.materialize_record(settings, ds))
     return result
+
+
+def materialize_features(settings: Settings, ds: str) -> dict:
+    """Materialize ``ds`` in one process: :func:`prepare_materialization`, every bucket's
+    :func:`write_online_bucket` in turn, :func:`record_materialization` (the daily DAG maps the buckets).
+    Feast's own ``materialize`` is not used: it converts the whole window to protobuf objects at once (~8 GB
+    for 1 M rows)."""
+    prepared = prepare_materialization(settings, ds)
+    buckets = prepared["buckets"]
+    written = [write_online_bucket(settings, ds, b, buckets) for b in range(buckets)]
+    return record_materialization(settings, prepared, written)
 
 
 def training_frame(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:

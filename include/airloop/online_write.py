@@ -42,6 +42,7 @@ REDIS_CHUNK_ROWS = 10_000  # HSETs per pipelined send: the next chunk is encoded
 SQLITE_CACHE_KIB = (
     262_144  # 256 MB page cache for the writing connection: 300 k rows 5.3 -> 7.7 k rows/s (64 MB -> 256 MB)
 )
+SQLITE_BUSY_SECONDS = 600.0  # how long a write waits for another writer of the same SQLite file
 SQLITE_COLUMNS = {"entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts"}
 _FEATURE_TYPES = {"Int64": "int", "Float64": "float", "String": "string"}
 _CRLF = b"\r\n"
@@ -142,7 +143,10 @@ def online_writer(settings: Settings, store: Any) -> FeastWriter | ColumnarWrite
 def _records(matrix: np.ndarray) -> list[bytes]:
     """Each row of a uint8 matrix as one bytes object."""
     width = matrix.shape[1]
-    buf = np.ascontiguousarray(matrix).tobytes()
+    matrix = np.ascontiguousarray(matrix)
+    if width and len(matrix) and matrix[:, -1].all():  # no trailing NUL for numpy's fixed-width bytes to strip
+        return matrix.view(f"S{width}").ravel().tolist()  # 3x faster than slicing
+    buf = matrix.tobytes()
     return [buf[i : i + width] for i in range(0, len(buf), width)]
 
 
@@ -553,16 +557,24 @@ class ColumnarWriter:
 
             from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-            self._conn = sqlite3.connect(SqliteOnlineStore._get_db_path(self.config))
+            self._conn = sqlite3.connect(SqliteOnlineStore._get_db_path(self.config), timeout=SQLITE_BUSY_SECONDS)
             self._conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")  # page cache of this connection only
             table = f"{self.layout.project}_{self.layout.view}"
             columns = {row[1] for row in self._conn.execute(f'PRAGMA table_info("{table}")')}
             if columns != SQLITE_COLUMNS:
                 self.close()
                 raise ValueError(f"SQLite table {table} has columns {sorted(columns)}, not {sorted(SQLITE_COLUMNS)}")
+            # one statement per entity: its key and timestamp bound once, the feature names literals, the rows in
+            # Feast's order (half the binds of one statement per row: 2x faster, measured)
+            names = sorted(name for name, _ in self.layout.features)
+            last = 2 * len(names) + 2
+            rows = ", ".join(
+                f"(?1, '{name.replace(chr(39), chr(39) * 2)}', ?{2 * j + 2}, ?{2 * j + 3}, ?{last}, NULL)"
+                for j, name in enumerate(names)
+            )
             self._upsert = (
                 f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-                "VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+                f"VALUES {rows} ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
                 "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
                 "created_ts = excluded.created_ts"
             )
@@ -587,17 +599,12 @@ class ColumnarWriter:
                 if present is not None:
                     text[~present] = None
                 texts[name] = text
-        n, names = len(keys), sorted(values)
-        key_array = np.empty(n, dtype=object)
+        key_array = np.empty(len(keys), dtype=object)
         key_array[:] = keys
         order = np.argsort(np.array(keys, dtype=bytes), kind="stable")  # B-tree order; equal keys keep row order
-        rows = zip(
-            np.repeat(key_array[order], len(names)).tolist(),
-            names * n,
-            np.stack([values[name][order] for name in names], axis=1).ravel().tolist(),
-            np.stack([texts[name][order] for name in names], axis=1).ravel().tolist(),
-            np.repeat(np.array(seconds, dtype=np.int64)[order], len(names)).tolist(),
-            strict=True,
-        )
+        columns = [key_array[order].tolist()]
+        for name in sorted(values):
+            columns += [values[name][order].tolist(), texts[name][order].tolist()]
+        columns.append(np.array(seconds, dtype=np.int64)[order].tolist())
         with conn:
-            conn.executemany(self._upsert, rows)
+            conn.executemany(self._upsert, zip(*columns, strict=True))
