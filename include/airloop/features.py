@@ -234,8 +234,8 @@ def write_online_bucket(settings: Settings, ds: str, bucket: int = 0, buckets: i
     rows = 0
     with exclusive(settings.feast_dir / f".online-{name}.lock"):
         began = time.perf_counter()  # after the lock: the work, not the wait
-        days = lake.dates(settings, lake.FEATURES, start=ds)
         try:
+            days = lake.dates(settings, lake.FEATURES, start=ds)
             for day in days:
                 path = lake.data_file(settings, lake.FEATURES, day)
                 for batch in iter_batches(path, writer.batch_rows * buckets):  # about batch_rows of this bucket
