@@ -9,10 +9,9 @@ Runs nightly for the day that just ended (its data interval).
    an unreadable batch or a failed `critical` expectation sends it to `lake/quarantine/ds=<day>`
    with `REASON.txt` and the task fails without retries, so nothing downstream runs; failed
    `warning` expectations are logged and passed on. Release a fixed batch with `airloop_release`;
-3. **materialize** the day's features (the offline partition, with aggregates) and register the Feast repo;
-   `write_online` is mapped over `AIRLOOP_ONLINE_WRITE_BUCKETS` entity-hash buckets, each loading its
-   entities into the online store (at once on Redis; SQLite, a single-writer file, takes them in turn);
-   `record_materialization` sums them up;
+3. **materialize** the day's features (the offline partition, with aggregates), register the Feast repo and
+   load the online store; with `AIRLOOP_ONLINE_WRITE_BUCKETS` > 1 (Redis's default: 4) the online write is
+   `write_online`, mapped over entity-hash buckets that write at once, and `record_materialization` sums up;
 4. **score** the day's entities with `models:/<model>@champion` (skipped until a champion exists):
    `plan_scoring` fixes the model version and splits the day into shards of `AIRLOOP_SCORE_SHARD_ROWS`
    rows, `score_shard` is mapped over them (in parallel on every worker), and `score` publishes the

@@ -94,7 +94,18 @@ def materialize_day(upstream: Any) -> Any:
     the day's ``ds``; call inside a DAG): ``materialize`` writes the day's offline features and registers the
     Feast repo (runs take turns), ``write_online`` is mapped over the ``AIRLOOP_ONLINE_WRITE_BUCKETS``
     entity-hash buckets (each loads its entities into the online store: at once on Redis, in turn on SQLite's
-    single-writer file), and ``record_materialization`` sums them up. Returns the summary (with ``ds``)."""
+    single-writer file), and ``record_materialization`` sums them up. Returns the summary (with ``ds``).
+    One bucket (SQLite's default): one ``materialize`` task does all three, without the extra tasks."""
+    if get_settings().write_buckets == 1:
+
+        @task(outlets=[FEATURES], max_active_tis_per_dag=1)
+        def materialize(upstream: dict) -> dict:
+            from airloop.config import get_settings
+            from airloop.features import materialize_features
+
+            return materialize_features(get_settings(), upstream["ds"])
+
+        return materialize(upstream)
 
     @task(max_active_tis_per_dag=1)
     def materialize(upstream: dict) -> list[dict]:

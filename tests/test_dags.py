@@ -72,20 +72,33 @@ def test_every_dag_ends_with_the_metrics_export_whatever_happened_upstream(dagba
         assert sorted(p.name for p in settings.metrics_dir.iterdir()) == sorted(Path(p).name for p in written)
 
 
-def test_materialization_maps_the_online_write_over_entity_hash_buckets(dagbag):
-    """Daily and release: the offline features once (one run at a time), then ``write_online`` mapped over the
-    buckets ``materialize`` lists, then one summary (the features asset) that scoring waits for."""
+def test_materialization_maps_the_online_write_over_entity_hash_buckets(dagbag, monkeypatch):
+    """Daily and release, with buckets (Redis's default, or a setting): the offline features once (one run at a
+    time), then ``write_online`` mapped over the buckets ``materialize`` lists, then one summary (the features
+    asset) that scoring waits for. One bucket (SQLite's default): a single ``materialize`` task."""
+    from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     for dag_id in ("airloop_daily", "airloop_release"):
         dag = dagbag.dags[dag_id]
-        offline, write, record = (dag.get_task(t) for t in ("materialize", "write_online", "record_materialization"))
-        assert offline.max_active_tis_per_dag == 1, dag_id
-        assert isinstance(write, MappedOperator) and not isinstance(offline, MappedOperator), dag_id
-        assert write.upstream_task_ids == {"materialize"}, dag_id
-        assert record.upstream_task_ids == {"materialize", "write_online"}, dag_id
-        assert [o.name for o in record.outlets] == ["airloop_features"], dag_id
-        assert "record_materialization" in dag.get_task("plan_scoring").upstream_task_ids, dag_id
+        assert "write_online" not in dag.task_ids, dag_id
+        assert [o.name for o in dag.get_task("materialize").outlets] == ["airloop_features"], dag_id
+    for env in ({"AIRLOOP_ONLINE_STORE": "redis"}, {"AIRLOOP_ONLINE_WRITE_BUCKETS": "3"}):
+        with monkeypatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert not bag.import_errors, bag.import_errors
+        for dag_id in ("airloop_daily", "airloop_release"):
+            dag = bag.dags[dag_id]
+            tasks = ("materialize", "write_online", "record_materialization")
+            offline, write, record = (dag.get_task(t) for t in tasks)
+            assert offline.max_active_tis_per_dag == 1, dag_id
+            assert isinstance(write, MappedOperator) and not isinstance(offline, MappedOperator), dag_id
+            assert write.upstream_task_ids == {"materialize"}, dag_id
+            assert record.upstream_task_ids == {"materialize", "write_online"}, dag_id
+            assert [o.name for o in record.outlets] == ["airloop_features"], dag_id
+            assert "record_materialization" in dag.get_task("plan_scoring").upstream_task_ids, dag_id
 
 
 def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypatch):

@@ -70,9 +70,10 @@ class Settings(BaseSettings):
     """How features reach the online store: `airloop`'s columnar writer (the bytes Feast writes, for the Feast
     version, stores and types its compatibility test covers), Feast's `write_to_online_store`, or `auto`: the
     columnar writer where covered, else Feast's (one log line says why)."""
-    online_write_buckets: int = Field(4, ge=1)
+    online_write_buckets: int | None = Field(None, ge=1)
     """Entity-hash buckets of a day's online-store write: the daily DAG maps one task per bucket (on Redis they
-    write at once; on SQLite, a single-writer file, they take turns)."""
+    write at once; on SQLite, a single-writer file, they would take turns). Default: 4 on Redis, 1 on SQLite
+    (one `materialize` task does it all)."""
 
     # --- the simulator (make demo, airloop simulate)
     seed: int = 7
@@ -315,6 +316,11 @@ class Settings(BaseSettings):
     @cached_property
     def spec(self) -> DatasetSpec:
         return load_spec(self.spec_path)
+
+    @property
+    def write_buckets(self) -> int:
+        """The online write's entity-hash buckets (``online_write_buckets``, or the store's default)."""
+        return self.online_write_buckets or (4 if self.online_store == "redis" else 1)
 
     @property
     def metric(self) -> str:

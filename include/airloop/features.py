@@ -198,7 +198,7 @@ def prepare_materialization(settings: Settings, ds: str) -> dict:
     """The offline part of materializing ``ds``: write its feature partition (with aggregates), compute again
     the newer days already written whose aggregate windows reach back to it (a backfill out of order, a late
     day: the order of runs never changes a value) and register the Feast repo. Runs take turns (a lock on the
-    Feast folder). Returns what the online write needs: the day and its ``settings.online_write_buckets``."""
+    Feast folder). Returns what the online write needs: the day and its ``settings.write_buckets``."""
     with exclusive(settings.feast_dir / ".airloop.lock"):  # the features zone, Feast's registry and online store
         began = time.perf_counter()  # after the lock: the work, not the wait
         rows, entities = write_features(settings, ds)
@@ -210,7 +210,7 @@ def prepare_materialization(settings: Settings, ds: str) -> dict:
                     write_features(settings, later)
         apply_repo(settings)
     seconds = round(time.perf_counter() - began, 3)
-    return {"ds": ds, "rows": rows, "entities": entities, "buckets": settings.online_write_buckets, "seconds": seconds}
+    return {"ds": ds, "rows": rows, "entities": entities, "buckets": settings.write_buckets, "seconds": seconds}
 
 
 def write_online_bucket(settings: Settings, ds: str, bucket: int = 0, buckets: int = 1) -> dict:
