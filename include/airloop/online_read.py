@@ -20,7 +20,7 @@ import struct
 from datetime import UTC, datetime
 from typing import Any
 
-from airloop.online_write import Layout, _entity_keys, _layout
+from airloop.online_write import Layout, entity_keys, store_layout
 
 DECODED_CACHE = 65_536  # distinct non-double Value records kept decoded (counts, categories): cleared when full
 
@@ -44,7 +44,7 @@ class RedisReader:
         from google.protobuf.timestamp_pb2 import Timestamp
 
         key_type = pa.int64() if self.layout.key_type == "int" else pa.string()
-        _, keys = _entity_keys(pa.array(ids, key_type), self.layout, self._suffix)
+        _, keys = entity_keys(pa.array(ids, key_type), self.layout, self._suffix)
         replies = self._hmget(keys)
         k = len(self.features)
         columns: list[list] = [[None] * len(ids) for _ in range(k)]
@@ -118,7 +118,7 @@ def redis_reader(store: Any, service: Any) -> tuple[RedisReader | None, str]:
     projections = service.feature_view_projections
     if len(projections) != 1 or projections[0].name_alias or projections[0].join_key_map:
         return None, "the feature service has several views, an alias or a join key map (covered: one plain view)"
-    layout, reasons = _layout(store, projections[0].name)
+    layout, reasons = store_layout(store, projections[0].name)
     if layout is None:
         return None, "; ".join(reasons)
     client = store._get_provider().online_store._get_client(store.config.online_store)

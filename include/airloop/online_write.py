@@ -60,7 +60,7 @@ class Layout:
     features: tuple[tuple[str, str], ...]  # (name, "int" | "float" | "string"), in the view's order
 
 
-def _layout(store: Any, view_name: str) -> tuple[Layout | None, list[str]]:
+def store_layout(store: Any, view_name: str) -> tuple[Layout | None, list[str]]:
     """The layout of ``view_name`` in ``store`` and the reasons the columnar writer cannot write it."""
     import feast
     from feast.value_type import ValueType
@@ -127,7 +127,7 @@ def online_writer(settings: Settings, store: Any) -> FeastWriter | ColumnarWrite
     if settings.online_writer == "feast":
         log.info("online writer: Feast's write_to_online_store (AIRLOOP_ONLINE_WRITER=feast)")
         return FeastWriter(store, view)
-    layout, reasons = _layout(store, view)
+    layout, reasons = store_layout(store, view)
     if layout is not None:
         return ColumnarWriter(store, layout)
     why = "; ".join(reasons)
@@ -293,7 +293,7 @@ def _encode_string(distinct: list[str], indices: np.ndarray, frame: Frame) -> np
     return table[indices]
 
 
-def _entity_keys(column: Any, layout: Layout, suffix: bytes) -> tuple[np.ndarray, list[bytes]]:
+def entity_keys(column: Any, layout: Layout, suffix: bytes) -> tuple[np.ndarray, list[bytes]]:
     """Each row's entity as an int64 (the id, or the index of a distinct string id) and ``serialize_entity_key(v3)``
     of it plus ``suffix``."""
     import pyarrow as pa
@@ -470,7 +470,7 @@ class ColumnarWriter:
         from google.protobuf.timestamp_pb2 import Timestamp
 
         project = self.layout.project.encode()
-        ids, keys = _entity_keys(table.column(self.layout.join_key).combine_chunks(), self.layout, project)
+        ids, keys = entity_keys(table.column(self.layout.join_key).combine_chunks(), self.layout, project)
         micros = _event_micros(table.column(self.layout.timestamp).combine_chunks())
         n = len(keys)
         # newest row of each entity (the first one of its newest instant), as Feast's batch check leaves it
@@ -582,7 +582,7 @@ class ColumnarWriter:
 
     def _write_sqlite(self, table: Any) -> None:
         conn = self._sqlite()
-        _, keys = _entity_keys(table.column(self.layout.join_key).combine_chunks(), self.layout, b"")
+        _, keys = entity_keys(table.column(self.layout.join_key).combine_chunks(), self.layout, b"")
         seconds = _epoch_seconds(_event_micros(table.column(self.layout.timestamp).combine_chunks()))
         values = self._values(table, lambda name: _plain)
         texts = {}
