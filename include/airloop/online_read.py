@@ -2,7 +2,7 @@
 (Feast 0.67's layout), one pipelined HMGET per entity, ``Value`` and ``_ts`` decoded with protobuf (upb).
 
 It returns what ``FeatureStore.get_online_features(...).to_dict(include_event_timestamps=True)`` returns for
-the same entity ids (``tests/test_online_read.py`` compares the two on data the pipeline wrote): the join key,
+the same entity ids (``tests/test_serve_fast_paths.py`` compares the two on data the pipeline wrote): the join key,
 each feature's value (``None`` where missing) and ``<name>__ts``, the event time in whole seconds (0 when the
 entity has no row; 0 for the join key). Feast builds a response protobuf and converts it back, ~9 ms for 100
 entities; this builds the dict directly.
