@@ -112,6 +112,9 @@ def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypa
     dags = DagBag(dag_folder=str(ROOT / "dags")).dags
     task = dags["airloop_daily"].get_task("ingest")
     assert (task.retries, task.retry_delay, task.retry_exponential_backoff) == (2, timedelta(seconds=30), True)
+    assert task.max_retry_delay == timedelta(minutes=10), "README: doubled per retry, at most 10 minutes"
+    # catchup stays off: unpausing a DAG whose start date is in 2000 must not schedule every day since
+    assert set(dags) == EXPECTED and [d for d, dag in dags.items() if dag.catchup] == []
     daily, monitor = dags["airloop_daily"].timetable, dags["airloop_monitor"].timetable
     assert isinstance(daily, CronDataIntervalTimetable) and isinstance(monitor, CronDataIntervalTimetable)
     assert (daily.expression, monitor.expression, str(daily.timezone)) == ("0 0 * * *", "0 3 * * *", "UTC")
@@ -126,6 +129,27 @@ def test_retries_backoff_schedule_and_start_date_come_from_the_settings(monkeypa
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 1 * * *", "Europe/Paris")
     assert dag.get_task("ingest").retry_delay == timedelta(seconds=2)
     assert dag.get_task("ingest").retries == 5 and dag.start_date.replace(tzinfo=None) == datetime(2011, 1, 1)
+
+
+def test_a_backfill_run_of_the_monitor_marks_its_retrain_request_unless_backfills_may_promote(dagbag, monkeypatch):
+    """The monitor's ``request_retrain`` on real DagRun objects: a backfill run's request carries ``is_backfill``
+    (the gate then refuses, ``tests/test_promote.py``), other runs' do not; ``AIRLOOP_BACKFILL_PROMOTES=true``
+    lifts the mark, so a history backfill can produce a champion. ``airloop_train`` passes the flag to its gate."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    request = dagbag.dags["airloop_monitor"].get_task("request_retrain").python_callable
+    check = {"ds": "2026-01-09", "action": "retrain", "causes": ["drift"], "reason": "drift on 2026-01-09"}
+
+    def marked(run_type: DagRunType) -> bool:
+        run = DagRun(dag_id="airloop_monitor", run_id=f"{run_type.value}__2026-01-09", run_type=run_type)
+        return request(check, dag_run=run)["is_backfill"]
+
+    assert marked(DagRunType.BACKFILL_JOB) is True
+    assert marked(DagRunType.SCHEDULED) is False and marked(DagRunType.MANUAL) is False
+    monkeypatch.setenv("AIRLOOP_BACKFILL_PROMOTES", "true")
+    assert marked(DagRunType.BACKFILL_JOB) is False
+    assert dagbag.dags["airloop_train"].params["is_backfill"] is False  # a run triggered by hand may promote
 
 
 @pytest.mark.parametrize("image", ["", "airloop:0.1.0"], ids=["in-worker", "containerised"])
