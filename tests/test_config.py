@@ -21,6 +21,59 @@ def test_the_readme_settings_table_is_the_generated_one():
     )
 
 
+def _environment_reads_of_airloop_variables(path: Path) -> list[str]:
+    """``os.environ[...]``, ``os.environ.get(...)``, ``os.getenv(...)`` (any spelling that names ``environ`` or
+    ``getenv``) of a literal ``AIRLOOP_*`` name, or an f-string starting with it; also a scan of the environment
+    for the ``AIRLOOP_`` prefix (``k.startswith("AIRLOOP_")`` in a module that touches ``environ``)."""
+    import ast
+
+    text = path.read_text()
+    tree, touches_environ = ast.parse(text, str(path)), "environ" in text or "getenv" in text
+
+    def airloop_name(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value.startswith("AIRLOOP_")
+        if isinstance(node, ast.JoinedStr) and node.values:
+            return airloop_name(node.values[0])
+        return False
+
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = []
+    for node in ast.walk(tree):
+        target, args = None, []
+        if isinstance(node, ast.Subscript):
+            target, args = node.value, [node.slice]
+        elif isinstance(node, ast.Call):
+            target, args = node.func, node.args
+            if touches_environ and isinstance(target, ast.Attribute) and target.attr == "startswith":
+                args = [a for arg in args for a in (arg.elts if isinstance(arg, ast.Tuple) else [arg])]
+                if any(airloop_name(a) for a in args):
+                    found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+                continue
+        if target is not None and any(w in ast.unparse(target) for w in ("environ", "getenv")):
+            if any(airloop_name(a) for a in args):
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_nothing_but_the_settings_object_reads_airloop_variables_from_the_environment(tmp_path):
+    """README (Configuration): every AIRLOOP_* variable is a field of airloop.config.Settings and nothing else
+    reads one, so each is checked at load and listed in the table. The scan itself is checked on a sample."""
+    config = ROOT / "include" / "airloop" / "config.py"
+    files = [p for part in ("include", "dags", "plugins") for p in sorted((ROOT / part).rglob("*.py")) if p != config]
+    assert len(files) > 30
+    reads = [hit for path in files for hit in _environment_reads_of_airloop_variables(path)]
+    assert reads == [], f"read these through get_settings() (add a Settings field) instead: {reads}"
+
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\nfrom os import environ, getenv\n"
+        "a = os.environ['AIRLOOP_X']\nb = os.environ.get('AIRLOOP_Y', '1')\nc = getenv(f'AIRLOOP_{a}')\n"
+        "d = [k for k in environ if k.startswith(('AWS_', 'AIRLOOP_'))]\ne = os.environ.get('HOME')\n"
+    )
+    assert [h.split(":")[1] for h in _environment_reads_of_airloop_variables(sample)] == ["3", "4", "5", "6"]
+
+
 def test_every_setting_says_what_it_is_for():
     assert not [name for name, f in Settings.model_fields.items() if not f.description], "add a docstring"
 
