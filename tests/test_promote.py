@@ -285,6 +285,15 @@ def test_shadow_scoring_rollback_and_lineage(models, monkeypatch):
     assert len(shadow) == len(live)
     live_cmp = shadow_comparison(s, v3)
     assert live_cmp["rows"] == len(live) and live_cmp["champion"] > live_cmp["challenger"]
+    # the gate reports this live comparison in its evidence (returned and recorded on the version's run)
+    from airloop.promote import evaluate_gate
+    from airloop.registry import client, gate_evidence
+
+    judged = evaluate_gate(get_settings(), v3)
+    assert judged["decision"] == "refused" and judged["shadow"] == live_cmp and live_cmp["days"] == [DAY[9]]
+    assert live_cmp["champion_versions"] == [v2]
+    recorded = gate_evidence(s, client(s).get_model_version(s.registered_model, v3).run_id, v3)
+    assert recorded["shadow"] == live_cmp and _aliases(s) == {"champion": v2, "challenger": v3, "previous_champion": v1}
 
     # lineage of a real prediction row, through the CLI a user would run
     entity = int(live.iloc[0][s.spec.entity])
@@ -336,8 +345,8 @@ def test_the_cli_gate_exits_by_decision_and_lineage_flags_a_tampered_raw_file(mo
     _, v2, v3 = out["versions"]
     airloop = str(Path(sys.executable).with_name("airloop"))
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([airloop, *args], capture_output=True, text=True, env={**os.environ})
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([airloop, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
 
     refused = cli("promote", "--version", v3, "--json")
     assert refused.returncode == 1 and json.loads(refused.stdout)["decision"] == "refused", refused.stderr[-2000:]
@@ -345,6 +354,12 @@ def test_the_cli_gate_exits_by_decision_and_lineage_flags_a_tampered_raw_file(mo
     assert no_reason.returncode == 2 and "--force needs --reason" in no_reason.stderr
     forced = cli("promote", "--version", v3, "--force", "--reason", "cli test")
     assert forced.returncode == 0 and _aliases(s)["champion"] == v3, forced.stderr[-2000:]
+    # with approval required, a pass (v2 beats v3) is only recorded: approvals happen in Airflow
+    waiting = cli("promote", "--version", v2, "--json", env={"AIRLOOP_PROMOTION_APPROVAL": "required"})
+    assert waiting.returncode == 1, waiting.stderr[-2000:]
+    evidence = json.loads(waiting.stdout)
+    assert evidence["decision"] == "awaiting_approval" and evidence["failed_rules"] == []
+    assert evidence["reason"].startswith("passed the gate, awaiting approval: ") and _aliases(s)["champion"] == v3
 
     # lineage re-hashes the raw files a model was trained on: an edited one is reported as not matching
     entity = pd.read_parquet(lake.data_file(s, "predictions", DAY[9]))[s.spec.entity].iloc[0]
