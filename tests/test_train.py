@@ -143,6 +143,16 @@ def test_skew_check_passes_on_consistent_features_and_fails_on_torn_online_state
         monkey.undo()
     assert "monthly_charges" in str(err.value)
     assert not lake.partition(s, "predictions", END).exists(), "a skewed run writes no predictions"
+    # the day's report (monitoring/skew/ds=D.json) names each mismatch: entity, feature, both values
+    path = lake.skew_report(s, END)
+    assert path == s.monitoring_dir / "skew" / f"ds={END}.json" and str(path) in str(err.value)
+    skewed = json.loads(path.read_text())
+    assert skewed["ds"] == END and f"in {skewed['sampled']} sampled entities" in str(err.value)
+    assert [m["feature"] for m in skewed["mismatches"]] == ["monthly_charges"] * 5
+    got = {str(m["entity"]): (m["offline"], m["online"]) for m in skewed["mismatches"]}
+    assert got == {
+        str(r.customer_id): pytest.approx((r.monthly_charges - 100.0, r.monthly_charges)) for r in victim.itertuples()
+    }
 
 
 def test_a_day_scored_in_shards_equals_the_day_scored_whole(prepared):
