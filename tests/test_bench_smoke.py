@@ -62,7 +62,7 @@ def test_validation_throughput_bench_runs(tmp_path, monkeypatch, capsys):
         assert same(secs, result[key]) and abs(rate - 5000 / result[key]) <= 0.5
 
 
-def test_feast_online_bench_runs(monkeypatch):
+def test_feast_online_bench_runs(monkeypatch, capsys):
     import socket
 
     try:
@@ -75,7 +75,18 @@ def test_feast_online_bench_runs(monkeypatch):
 
     monkeypatch.setenv("AIRLOOP_HOME", "unused")  # the bench makes its own
     result = feast_online.main(["--rows", "2000", "--lookups", "5"])
-    assert result["feast_redis_rps"] > 0 and result["lookup_100_p99_ms"] > 0
+    out = capsys.readouterr().out
+    lines = printed(out, r"^materialize (?:sqlite|redis): airloop ([\d,]+) rows/s \| feast ([\d,]+) rows/s \| "
+                    r"bare ([\d,]+) rows/s \| airloop/feast (\d+\.\d)x$")  # fmt: skip
+    assert re.findall(r"^materialize (sqlite|redis):", out, re.M) == ["sqlite", "redis"]
+    for store, (airloop, feast, bare, ratio) in zip(("sqlite", "redis"), lines, strict=True):
+        assert abs(airloop - result[f"airloop_{store}_rps"]) <= 0.5 and abs(feast - result[f"feast_{store}_rps"]) <= 0.5
+        assert abs(bare - result[f"{store}_baseline_rps"]) <= 0.5
+        assert same(ratio, result[f"airloop_over_feast_{store}"], 1)
+        assert same(ratio, result[f"airloop_{store}_rps"] / result[f"feast_{store}_rps"], 1)
+    for n in (1, 100):
+        ((p50, p99),) = printed(out, rf"^Redis lookup +{n} entities: p50 (\d+\.\d) ms, p99 (\d+\.\d) ms$")
+        assert same(p50, result[f"lookup_{n}_p50_ms"], 1) and same(p99, result[f"lookup_{n}_p99_ms"], 1)
 
 
 def test_serving_bench_runs(capsys):
