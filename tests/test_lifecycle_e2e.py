@@ -105,6 +105,27 @@ def test_a_quarantined_day_sends_one_email_to_its_recipients(lifecycle, inbox):
     assert "/dags/airloop_daily/runs/" in body and "/tasks/validate" in body
 
 
+def test_a_failure_that_retries_sends_one_email_after_its_last_try(airflow_runs, inbox, tmp_path, monkeypatch):
+    """A day with no landing batch, an ordinary error: ``ingest`` is tried 1 + AIRLOOP_TASK_RETRIES (2) times,
+    with the backoff from AIRLOOP_TASK_RETRY_DELAY_SECONDS (1 s here), and only the final failure emails, once
+    (no email per retry, none from the DAG-level safety net). Its own home: independent of ``lifecycle``."""
+    from airloop_tools.runner import load_dags, run
+
+    for key, value in smtp_env(inbox, TO).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path / "airloop"))
+    monkeypatch.setenv("AIRLOOP_TASK_RETRY_DELAY_SECONDS", "1")
+    day = "2026-02-20"
+    dag = load_dags()["airloop_daily"]  # parsed with the settings above, as a DAG processor would
+    assert dag.get_task("ingest").retries == 2
+    assert run(dag, date.fromisoformat(day)) == "failed"
+    assert _task_states("airloop_daily", day, tries=True)["ingest"] == 3
+    assert _task_states("airloop_daily", day)["ingest"] == "failed"
+    (msg,) = _emails(inbox, day)
+    assert msg["subject"] == f"[airloop] airloop_daily.ingest failed for {day}" and msg["to"] == TO[""]
+    assert f"FileNotFoundError: no landing batch for {day}" in body_text(msg)
+
+
 def test_online_store_serves_a_known_entity(lifecycle):
     settings, _ = lifecycle
     from airloop.features import online_features

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,16 +29,48 @@ TOKEN = "test-token-19"
 REFRESH_S = 1.0
 
 
-def test_serve_needs_a_token_unless_disabled_on_purpose(settings, monkeypatch):
+def test_serve_needs_a_token_unless_disabled_on_purpose(settings, monkeypatch, caplog):
     from airloop.config import get_settings
     from airloop.serve import create_app
 
     with pytest.raises(ValueError, match="AIRLOOP_SERVE_TOKEN"):
         create_app(settings)
     monkeypatch.setenv("AIRLOOP_SERVE_AUTH", "false")
-    assert create_app(get_settings()).title == "airloop scoring service"
+    with caplog.at_level("WARNING", logger="airloop.serve"):
+        assert create_app(get_settings()).title == "airloop scoring service"
+    assert "AIRLOOP_SERVE_AUTH=false: /predict answers anyone who can reach 127.0.0.1" in caplog.text
     out = subprocess.run([AIRLOOP, "serve", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--workers" in out.stdout and "--json" in out.stdout
+
+
+def test_the_prediction_log_keeps_the_newest_rows_while_the_lake_is_unwritable(settings, monkeypatch):
+    """AIRLOOP_SERVE_LOG_MAX_BUFFER: a flush that cannot write keeps its rows for the next one; past the bound the
+    oldest are dropped and counted (the ``airloop_serve_log_dropped`` gauge); the lake back, the rest is written."""
+    from datetime import UTC, datetime
+
+    from airloop import lake
+    from airloop.config import get_settings
+    from airloop.serve import PredictionLog
+
+    monkeypatch.setenv("AIRLOOP_SERVE_LOG_MAX_BUFFER", "3")
+    s = get_settings()
+    now = datetime(2026, 1, 6, 12, tzinfo=UTC)
+
+    def rows(*ids: int) -> list[tuple]:
+        return [(i, now, now, "2026-01-06", 0.5, 1, "m", "1", "run", f"req-{i}") for i in ids]
+
+    buffer = PredictionLog(s)
+    zone = lake.partition(s, lake.ONLINE, "2026-01-06").parent
+    zone.parent.mkdir(parents=True, exist_ok=True)
+    zone.write_text("not a folder: the lake is unwritable")
+    buffer.append(rows(1, 2))
+    with pytest.raises(OSError):
+        buffer.flush()
+    buffer.append(rows(3, 4))
+    assert buffer.dropped == 1
+    zone.unlink()
+    (part,) = buffer.flush()
+    assert pd.read_parquet(part)[s.spec.entity].tolist() == [2, 3, 4] and buffer.flush() == []
 
 
 def test_schemas_come_from_the_spec(settings):
@@ -146,7 +179,11 @@ def live(tmp_path_factory):
         v2 = train_model(s, DAY[-1], model_type="hist_gradient_boosting", params={"max_iter": 20})["version"]
         log = open(tmp / "serve.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
-            [AIRLOOP, "serve", "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+            [AIRLOOP, "serve", "--port", str(port)],
+            # a fresh SQLite connection per registry query, so the registry test below can take the file away
+            env={**os.environ, **env, "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -303,6 +340,52 @@ def test_redis_down_is_a_prompt_503_and_serving_resumes_when_it_is_back(live):
         p["score"] for p in before[1]["predictions"]
     ]
     assert live["proc"].poll() is None  # the same process: no restart
+
+
+def _refresh_errors(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.search(r'^airloop_serve_errors_total\{kind="refresh"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_it_binds_loopback_and_keeps_serving_when_the_registry_stops_answering(live):
+    """`airloop serve` without --host listens on 127.0.0.1 only. The registry's SQLite file replaced by a folder
+    (MLflow cannot open it): each refresh of the alias fails and is counted in /metrics, while /predict and
+    /ready keep answering with the version already loaded; the file back, the refreshes succeed again."""
+    import psutil
+
+    listening = [
+        c.laddr for c in psutil.Process(live["proc"].pid).net_connections("inet") if c.status == psutil.CONN_LISTEN
+    ]
+    assert [tuple(a) for a in listening] == [("127.0.0.1", int(live["url"].rsplit(":", 1)[1]))]
+
+    s, url, entity = live["settings"], live["url"], live["settings"].spec.entity
+    ids = live["batch"][entity].astype(int).head(3).tolist()
+    status, before = _call(f"{url}/predict", {entity: ids})
+    assert status == 200
+    errors = _refresh_errors(url)
+    db = s.home / "mlflow" / "mlflow.db"
+    aside = db.with_name("mlflow.db.aside")
+    db.rename(aside)
+    db.mkdir()
+    try:
+        deadline = time.monotonic() + 30
+        while _refresh_errors(url) < errors + 2:
+            assert time.monotonic() < deadline, "the alias watcher did not count its failures"
+            time.sleep(REFRESH_S / 2)
+        status, during = _call(f"{url}/predict", {entity: ids})
+        assert status == 200 and during["model_version"] == before["model_version"]
+        assert [p["score"] for p in during["predictions"]] == [p["score"] for p in before["predictions"]]
+        assert _call(f"{url}/ready", token=None)[0] == 200
+    finally:
+        db.rmdir()
+        aside.rename(db)
+    time.sleep(2 * REFRESH_S)  # a refresh that was failing when the file came back has finished
+    settled = _refresh_errors(url)
+    time.sleep(3 * REFRESH_S)
+    assert _refresh_errors(url) == settled, "refreshes fail again after the registry came back"
+    assert live["proc"].poll() is None
 
 
 def settings_categories(live: dict, name: str) -> list[str]:
