@@ -4,6 +4,7 @@ feed), then `airloop run` over 45 days with settings only. No project file is ed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -31,9 +32,17 @@ def _git_status() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (the landing zone: batches and labels)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 def _run_user_days(root: Path, days: int, station: int | str) -> dict:
     home = root / "home"
     write_days(home / "landing", days, station=station)
+    landing = _digest(home / "landing")
     spec = root / "specs" / "bikes.yaml"
     init = subprocess.run(
         [AIRLOOP, "init", "--from", str(home / "landing"), "--entity", "station", "--timestamp", "dteday",
@@ -48,7 +57,15 @@ def _run_user_days(root: Path, days: int, station: int | str) -> dict:
     )
     status = subprocess.run([AIRLOOP, "status", "--json"], capture_output=True, text=True, env=env)
     summary = json.loads((home / "run_summary.json").read_text()) if run.returncode == 0 else {}
-    return {"home": home, "env": env, "run": run, "status": json.loads(status.stdout), "last": last, "summary": summary}
+    return {
+        "home": home,
+        "env": env,
+        "run": run,
+        "status": json.loads(status.stdout),
+        "last": last,
+        "summary": summary,
+        "landing": landing,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +102,8 @@ def test_a_history_of_2011_gives_a_champion_predictions_and_drift_reports(hourly
 def test_the_console_is_clean_and_no_project_file_changed(hourly):
     out = hourly["run"].stdout + hourly["run"].stderr
     assert "[error" not in out and "Traceback" not in out
-    assert out.count("not emailed") <= 1, "an unconfigured alert address is said once"
+    assert out.count("not emailed") == 1, "an unconfigured alert address is said once"
+    assert _digest(hourly["home"] / "landing") == hourly["landing"], "airloop run never changes landing data"
     warnings = [line for line in out.splitlines() if "[warning" in line and "alerts are not emailed" not in line]
     assert warnings == [], warnings
     assert hourly["git_after"] == hourly["git_before"], "the user's run wrote nothing into the project"
@@ -105,6 +123,8 @@ def test_a_second_run_resumes_and_skips_the_days_it_has_done(hourly):
 def test_string_entity_ids_run_the_same_way(tmp_path):
     out = _run_user_days(tmp_path, 9, station="S-007")
     assert out["run"].returncode == 0, out["run"].stdout[-3000:]
+    console = out["run"].stdout + out["run"].stderr
+    assert console.count("not emailed") == 1, "an unconfigured alert address is said once"
     assert out["status"]["champion_version"] is not None
     preds = pd.read_parquet(out["status"]["predictions"][-1])
     assert set(preds["station"]) == {"S-007"}
@@ -113,6 +133,18 @@ def test_string_entity_ids_run_the_same_way(tmp_path):
     trace = subprocess.run(lineage, capture_output=True, text=True, env=out["env"])
     assert trace.returncode == 0, trace.stderr[-2000:]
     assert str(json.loads(trace.stdout)["model_version"]["version"]) == str(preds["model_version"].iloc[0])
+    # a day already run is skipped, and run again with --force; neither run touches the landing data
+    again = [AIRLOOP, "run", "--from", out["last"], "--to", out["last"]]
+    checked = out["home"] / "monitoring" / f"ds={out['last']}" / "result.json"
+    recorded = checked.stat().st_mtime_ns
+    skipped = subprocess.run(again, capture_output=True, text=True, env=out["env"])
+    assert skipped.returncode == 0 and f"[{out['last']}] done already (skipped" in skipped.stdout, skipped.stderr
+    forced = subprocess.run([*again, "--force"], capture_output=True, text=True, env=out["env"])
+    assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
+    day_lines = [line for line in forced.stdout.splitlines() if line.startswith(f"[{out['last']}]")]
+    assert len(day_lines) == 1 and "done already" not in day_lines[0], forced.stdout[-3000:]
+    assert checked.stat().st_mtime_ns > recorded, "--force ran the day's monitor check again"
+    assert _digest(out["home"] / "landing") == out["landing"], "airloop run never changes landing data"
 
 
 def test_the_demo_keeps_a_users_home_and_its_console_has_no_error(hourly, tmp_path):
