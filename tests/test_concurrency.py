@@ -10,6 +10,7 @@ import hashlib
 import multiprocessing
 import os
 from datetime import date
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,8 +21,10 @@ READY = [f"2026-01-0{i}" for i in range(1, 5)]  # run one at a time first; the c
 DAYS = ["2026-01-05", "2026-01-05", "2026-01-06"]  # the same day twice, and another day, all at once
 
 
-def _daily_stages(home: str, ds: str) -> str:
-    """What the daily DAG runs for ``ds``; scoring is skipped while there is no champion, as there."""
+def _daily_stages(home: str, ds: str, scoring: Any = None) -> str:
+    """What the daily DAG runs for ``ds``; scoring is skipped while there is no champion, as there. With a
+    ``scoring`` barrier, scoring starts when the other runs of the day reach it too (materializing takes
+    turns, so the runs would otherwise score one after the other)."""
     os.environ["AIRLOOP_HOME"] = home
     from airloop.config import get_settings
     from airloop.features import materialize_features
@@ -33,6 +36,8 @@ def _daily_stages(home: str, ds: str) -> str:
     ingest_batch(s, ds)
     validate_batch(s, ds)
     materialize_features(s, ds)
+    if scoring is not None:
+        scoring.wait(300)
     try:
         score_batch(s, ds)
     except NoChampion:
@@ -77,8 +82,11 @@ def test_the_same_day_run_twice_at_once_gives_identical_partitions(champion_home
 
     settings = champion_home
     champion = str(version_by_alias(settings, CHAMPION).version)
-    with multiprocessing.get_context("spawn").Pool(len(DAYS)) as pool:
-        assert pool.starmap(_daily_stages, [(str(settings.home), ds) for ds in DAYS]) == DAYS
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(len(DAYS)) as pool:
+        same_day = manager.Barrier(DAYS.count(DAYS[0]))
+        runs = [(str(settings.home), ds, same_day if ds == DAYS[0] else None) for ds in DAYS]
+        assert pool.starmap(_daily_stages, runs) == DAYS
     scored = (lake.RAW, lake.VALIDATED, lake.FEATURES, lake.PREDICTIONS)
     together = {ds: _digests(settings, ds, scored) for ds in set(DAYS)}
     assert _staged_parts(settings) == [], "every run's scoring parts are removed once published"
