@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
 from datetime import date
+from multiprocessing.synchronize import Event
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -55,6 +58,70 @@ def test_sigkill_during_ingest_write_leaves_nothing_readable_and_rerun_completes
     assert summary["rows"] == 20 * len(day)
     assert len(pd.read_parquet(raw / DATA_FILE)) == 20 * len(day)
     assert not list(raw.glob(".*.tmp")), "the retry clears the killed writer's temp file"
+
+
+# --- two writers of one target at once (two runs of a day): neither removes the other's temp file --------
+
+
+def _write_slowly(target: str, text: str, ready: Event, go: Event) -> None:
+    """A writer of ``target`` that holds its temp file open until told to finish (a child process)."""
+    from airloop.storage import atomic_path
+
+    with atomic_path(Path(target)) as tmp:
+        tmp.write_text(text)
+        ready.set()
+        go.wait(60)
+
+
+def test_overlapping_writers_of_one_target_both_succeed_and_a_dead_writers_temp_is_removed(tmp_path):
+    from airloop.storage import atomic_path, write_text
+
+    target = tmp_path / "data.txt"
+    with atomic_path(target) as outer:  # one process, nested: the inner writer must not take the outer's temp
+        outer.write_text("outer")
+        write_text("inner", target)
+        assert outer.exists()
+    assert target.read_text() == "outer"  # the last rename wins
+
+    ctx = multiprocessing.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    alive = ctx.Process(target=_write_slowly, args=(str(target), "alive", ready, go))
+    alive.start()
+    assert ready.wait(60)
+    write_text("meanwhile", target)  # another run writes the same target while the child is mid-write
+    assert target.read_text() == "meanwhile" and len(list(tmp_path.glob(".data.txt.*.tmp"))) == 1
+    go.set()
+    alive.join(60)
+    assert alive.exitcode == 0, "the live writer's temp file was removed under it"
+    assert target.read_text() == "alive" and not list(tmp_path.glob(".*.tmp"))
+
+    ready, go = ctx.Event(), ctx.Event()
+    dead = ctx.Process(target=_write_slowly, args=(str(target), "dead", ready, go))
+    dead.start()
+    assert ready.wait(60)
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.join(60)
+    (left,) = tmp_path.glob(".data.txt.*.tmp")  # what a killed writer leaves
+    write_text("next", target)
+    assert target.read_text() == "next" and not left.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_overlapping_key_splits_of_one_folder_keep_their_own_buckets(tmp_path):
+    """Two runs of a day split into the same stage folder at once (validate's duplicate checks, run by the
+    daily and the release DAG): each reads back its own rows; a killed run's buckets are removed."""
+    from airloop.storage import split_by_key, write_parquet
+
+    source = write_parquet(pd.DataFrame({"k": range(100), "v": range(100)}), tmp_path / "in.parquet")
+    folder = tmp_path / "staging"
+    leftover = folder / "split-killed" / "bucket-0000.parquet"  # a claim whose lock file is gone with its run
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"left by a killed run")
+    with split_by_key([source], ["k", "v"], ["k"], 4, folder, 30) as first:
+        assert not leftover.exists()
+        with split_by_key([source], ["k"], ["k"], 2, folder, 30) as second:
+            assert sorted(pd.concat(map(pd.read_parquet, second))["k"]) == list(range(100))
+        assert sorted(pd.concat(map(pd.read_parquet, first))["v"]) == list(range(100))
+    assert not [p for p in folder.rglob("*") if p.is_file()]
 
 
 # --- every other writer the README names: validate, features, score publish ------------------------------

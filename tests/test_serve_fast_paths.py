@@ -125,7 +125,7 @@ def test_fast_scorer_equals_the_batch_scorer_for_every_model_type(filled, kind):
     # the batch scorer's predictions of the recent day, and the service's fast path on the online store's rows
     groups = list(range(pq.ParquetFile(lake.data_file(s, lake.FEATURES, ds)).num_row_groups))
     version = {"version": model_type, "run_id": "test"}
-    shard = {"ds": ds, "shard": 0, "row_groups": groups, "models": {lake.PREDICTIONS: version}}
+    shard = {"ds": ds, "plan": "fast-paths", "shard": 0, "row_groups": groups, "models": {lake.PREDICTIONS: version}}
     part = score_shard(s, shard, loaded={model_type: pipe})["parts"][lake.PREDICTIONS]
     batch = pd.read_parquet(part).drop_duplicates(spec.entity, keep="last")
     ids = batch[spec.entity].astype(int).tolist()

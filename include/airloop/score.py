@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +76,12 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
     sample of entities is checked against the online store first (training/serving skew): any
     mismatch fails the run, no predictions. Shards are runs of consecutive row groups of the day's
     offline feature partition of at most ``score_shard_rows`` rows; the daily DAG maps one task
-    over them, so a large day is scored on every worker at once."""
+    over them, so a large day is scored on every worker at once.
+
+    Every shard carries the plan's own token: its parts are staged under it (a retry of a shard
+    rewrites the same part), so two runs of the day at once (the daily and release DAGs, a manual
+    run) never touch each other's parts. Staged plans of the day untouched for :data:`STALE_PLAN_SECONDS`
+    (runs that died or failed for good) are removed here."""
     import pyarrow.parquet as pq
 
     spec = settings.spec
@@ -109,16 +117,50 @@ def plan_scoring(settings: Settings, ds: str) -> list[dict]:
     if canary is not None and str(canary.version) != str(champ.version):
         # a stable share of the entities (storage.in_fraction) is scored by the canary, in the same partition
         versions[lake.PREDICTIONS]["canary"] = {"version": str(canary.version), "run_id": canary.run_id}
-    return [{"ds": ds, "shard": i, "row_groups": groups, "models": versions} for i, groups in enumerate(shards)]
+    _remove_stale_plans(settings, ds)
+    plan = uuid.uuid4().hex[:16]
+    return [
+        {"ds": ds, "plan": plan, "shard": i, "row_groups": groups, "models": versions}
+        for i, groups in enumerate(shards)
+    ]
 
 
-def _part_path(settings: Settings, zone: str, ds: str, shard: int) -> Path:
-    return lake.staging(settings, zone, ds) / f"part-{shard:05d}.parquet"
+# a plan's parts are kept this long after their last write for its run's retries (minutes apart) and
+# for a person clearing a failed ``score`` task the next day; older ones are a dead run's
+STALE_PLAN_SECONDS = 2 * 24 * 3600
+
+
+def _plan_dir(settings: Settings, zone: str, ds: str, plan: str) -> Path:
+    return lake.staging(settings, zone, ds) / f"plan-{plan}"
+
+
+def _part_path(settings: Settings, zone: str, shard: dict) -> Path:
+    return _plan_dir(settings, zone, shard["ds"], shard["plan"]) / f"part-{shard['shard']:05d}.parquet"
+
+
+def _remove_plan(settings: Settings, shard: dict) -> None:
+    """Remove the staged parts of ``shard``'s plan."""
+    for zone in shard["models"]:
+        shutil.rmtree(_plan_dir(settings, zone, shard["ds"], shard["plan"]), ignore_errors=True)
+
+
+def _remove_stale_plans(settings: Settings, ds: str) -> None:
+    """Remove the day's staged scoring parts (per plan, or loose ones) last written over
+    :data:`STALE_PLAN_SECONDS` ago."""
+    cutoff = time.time() - STALE_PLAN_SECONDS
+    for zone in (lake.PREDICTIONS, lake.SHADOW):
+        folder = lake.staging(settings, zone, ds)
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another run
+                inside = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
+                if max(p.stat().st_mtime for p in inside) < cutoff:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None = None) -> dict:
-    """Score one shard of :func:`plan_scoring` into a staging part per output zone (atomic; a retry
-    rewrites the same part). Reads only the shard's row groups, in chunks of ``settings.chunk_rows``.
+    """Score one shard of :func:`plan_scoring` into a staging part per output zone, under its plan's
+    token (atomic; a retry rewrites the same part). Reads only the shard's row groups, in chunks of
+    ``settings.chunk_rows``.
     ``loaded`` maps model versions to models already loaded (the others are loaded here)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -133,7 +175,7 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
     canary = shard["models"][lake.PREDICTIONS].get("canary")
     canary_model = model_of(canary) if canary else None
     keys = [spec.entity, spec.timestamp]
-    paths = {zone: _part_path(settings, zone, ds, shard["shard"]) for zone in models}
+    paths = {zone: _part_path(settings, zone, shard) for zone in models}
     rows = 0
     with contextlib.ExitStack() as stack:  # on exit: writers close, then each temp file is renamed
         tmp = {zone: stack.enter_context(atomic_path(path)) for zone, path in paths.items()}
@@ -164,12 +206,17 @@ def score_shard(settings: Settings, shard: dict, loaded: dict[str, Any] | None =
 def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dict[str, Any] | None = None) -> dict:
     """Concatenate the scored shards' parts, in shard order, into the day's predictions partition (and
     the shadow one): streamed, and renamed into place at once, so readers see the whole day
-    or the previous version of it, never part of a day. Then the staging parts are removed. With
-    ``s3_output_bucket`` the predictions are also uploaded there (``s3_client_kwargs`` for boto3)."""
+    or the previous version of it, never part of a day. Only the parts of the shards' own plan are
+    read, so the partition is one run's, scored by its plan's models; two runs of the day publishing at
+    once each rename a whole partition (the last one stays). Then the plan's staged parts are removed.
+    With ``s3_output_bucket`` the predictions are also uploaded there (``s3_client_kwargs`` for boto3)."""
     import pyarrow.parquet as pq
 
     shards = sorted(shards, key=lambda s: s["shard"])
-    ds, models = shards[0]["ds"], shards[0]["models"]
+    ds, models, plan = shards[0]["ds"], shards[0]["models"], shards[0]["plan"]
+    if {s["plan"] for s in shards} != {plan} or [s["shard"] for s in shards] != list(range(len(shards))):
+        got = [(s["plan"], s["shard"]) for s in shards]
+        raise ValueError(f"the shards of {ds} to publish are not the whole of one plan: (plan, shard) {got}")
     paths = {zone: lake.data_file(settings, zone, ds) for zone in models}
     for zone, path in paths.items():
         if len(shards) == 1:  # nothing to concatenate: the part is renamed into place
@@ -182,9 +229,7 @@ def publish_scores(settings: Settings, shards: list[dict], s3_client_kwargs: dic
                 for part in parts:
                     for batch in iter_batches(part):
                         writer.write_batch(batch)
-    for s in shards:
-        for part in s["parts"].values():
-            Path(part).unlink(missing_ok=True)
+    _remove_plan(settings, shards[0])
     result = {
         "ds": ds,
         "rows": sum(s["rows"] for s in shards),
@@ -206,10 +251,15 @@ def score_batch(settings: Settings, ds: str) -> dict:
     """Write the day's predictions partition: one row per feature row of the day, scored by the champion
     (and, with ``shadow_scoring``, by the challenger into ``predictions_shadow/``). The shards of
     :func:`plan_scoring` are scored one after another here, with the models loaded once; the daily DAG
-    scores them in parallel."""
+    scores them in parallel. On failure (a full disk) the plan's staged parts are removed: no retry
+    reuses them, the next call plans again."""
     shards = plan_scoring(settings, ds)
-    loaded = {mv["version"]: load_model(settings, mv["version"]) for mv in shards[0]["models"].values()}
-    return publish_scores(settings, [score_shard(settings, s, loaded) for s in shards])
+    try:
+        loaded = {mv["version"]: load_model(settings, mv["version"]) for mv in shards[0]["models"].values()}
+        return publish_scores(settings, [score_shard(settings, s, loaded) for s in shards])
+    except BaseException:
+        _remove_plan(settings, shards[0])
+        raise
 
 
 def _canary_rows(settings: Settings, table: Any, feats: pd.DataFrame, mv: dict, model: Any, ds: str) -> Any:

@@ -47,21 +47,64 @@ def full_disk_said(target: Path) -> Iterator[None]:
 
 
 @contextmanager
+def _claimed(folder: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """A new empty file in ``folder``, held with an exclusive ``flock`` while the block runs: the mark of a
+    live writer, which the kernel drops when the process dies, however it dies (across PID namespaces, and
+    across hosts on a file system that honours ``flock``, as NFSv4 does). If a cleaner took the file for a
+    dead writer's in the instant before it was locked, another is made."""
+    import fcntl
+
+    while True:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # at once, unless a cleaner holds it while removing it
+        try:
+            if os.path.samestat(os.stat(name), os.fstat(fd)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        os.close(fd)
+
+
+def _remove_if_abandoned(claim: Path, companion: Path | None = None) -> None:
+    """Remove the :func:`_claimed` file ``claim`` (and ``companion``, a folder that belongs to it) when no
+    live process holds its lock: it was left by a killed writer. A live writer's is left alone."""
+    import fcntl
+
+    try:
+        fd = os.open(claim, os.O_RDWR)  # write access: NFS grants an exclusive lock only then
+    except OSError:
+        return  # gone already (renamed into place or removed), or not ours to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.stat(claim), os.fstat(fd)):
+            if companion is not None:
+                shutil.rmtree(companion, ignore_errors=True)
+            os.unlink(claim)
+    except (BlockingIOError, FileNotFoundError):
+        pass  # its writer is alive, or it was renamed into place or removed meanwhile
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temp path next to ``target``; on success rename it over ``target``. Running out of space
-    raises :class:`DiskFull`."""
+    raises :class:`DiskFull`. Temp files of killed writers of ``target`` are removed first; those of
+    live writers (another run writing the same target at once) are left alone: the last rename wins."""
     with full_disk_said(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            _remove_if_abandoned(stale)
+        with _claimed(target.parent, f".{target.name}.", ".tmp") as tmp:
+            try:
+                yield tmp
+                os.replace(tmp, target)  # still locked while renamed: no cleaner takes it mid-way
+            finally:
+                tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -155,31 +198,44 @@ def split_by_key(
     of the ``keys`` columns, in one pass of ``batch_rows``-row batches: rows with equal keys land in
     the same bucket (in their original order), so each bucket can be processed on its own in memory
     bounded by its size. Yields the bucket paths (a bucket may be empty). ``folder`` belongs to one
-    stage and day: what a killed run left there is removed first, and the folder on exit."""
+    stage and day; each call writes a sub-folder of its own there (held by a :func:`_claimed` lock file, so
+    two runs of the day at once never touch each other's buckets), removes first what killed runs left,
+    and its own sub-folder on exit."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        paths = [folder / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-        with full_disk_said(folder / "bucket.parquet"), contextlib.ExitStack() as stack:
-            writers: list[Any] = []
-            for f in files:
-                for batch in iter_batches(f, batch_rows, columns):
-                    table = pa.Table.from_batches([batch])
-                    if not writers:
-                        schema = table.schema
-                        writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
-                    table = table.cast(schema)
-                    frame = table.select(keys).to_pandas()
-                    bucket = key_hash(frame) % buckets
-                    order = np.argsort(bucket, kind="stable")
-                    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-                    table = table.take(order)
-                    for b in range(buckets):
-                        if bounds[b + 1] > bounds[b]:
-                            writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
-        yield paths
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.suffix == ".lock":
+            _remove_if_abandoned(entry, folder / entry.stem)
+        elif not entry.with_name(f"{entry.name}.lock").exists():  # no claim: a killed run's, or an older layout's
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    with _claimed(folder, "split-", ".lock") as claim:
+        own = folder / claim.stem
+        own.mkdir()
+        try:
+            paths = [own / f"bucket-{b:04d}.parquet" for b in range(buckets)]
+            with full_disk_said(own / "bucket.parquet"), contextlib.ExitStack() as stack:
+                writers: list[Any] = []
+                for f in files:
+                    for batch in iter_batches(f, batch_rows, columns):
+                        table = pa.Table.from_batches([batch])
+                        if not writers:
+                            schema = table.schema
+                            writers = [stack.enter_context(pq.ParquetWriter(p, schema)) for p in paths]
+                        table = table.cast(schema)
+                        frame = table.select(keys).to_pandas()
+                        bucket = key_hash(frame) % buckets
+                        order = np.argsort(bucket, kind="stable")
+                        bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+                        table = table.take(order)
+                        for b in range(buckets):
+                            if bounds[b + 1] > bounds[b]:
+                                writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+            yield paths
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+            claim.unlink(missing_ok=True)
