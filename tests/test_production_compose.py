@@ -249,13 +249,16 @@ def test_serve_reads_the_workers_stores_needs_a_token_and_checks_readiness(compo
 
 
 def test_local_ui_targets_bind_loopback_unless_told_otherwise():
-    """`make airflow` and `make mlflow-ui` (what a user runs on a laptop) listen on 127.0.0.1 only: the
-    recipe's own line, with `airflow standalone` swapped for asking Airflow which host its api-server uses."""
+    """`make airflow` and `make mlflow-ui` (what a user runs on a laptop) listen on 127.0.0.1 unless
+    AIRFLOW__API__HOST / MLFLOW_HOST say otherwise: the recipe's own line, with `airflow standalone` swapped for
+    asking Airflow which host its api-server uses."""
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__API__HOST"}
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW__API__HOST", "MLFLOW_HOST")}
 
-    def dry(target: str) -> list[str]:
-        out = subprocess.run(["make", "-n", "-s", target], cwd=root, capture_output=True, text=True, env=env)
+    def dry(target: str, **extra: str) -> list[str]:
+        out = subprocess.run(
+            ["make", "-n", "-s", target], cwd=root, capture_output=True, text=True, env={**env, **extra}
+        )
         return out.stdout.splitlines()
 
     (line,) = [x for x in dry("airflow") if x.rstrip().endswith("airflow standalone")]
@@ -264,7 +267,8 @@ def test_local_ui_targets_bind_loopback_unless_told_otherwise():
         run_env = env if exposed is None else {**env, "AIRFLOW__API__HOST": exposed}
         got = subprocess.run(["sh", "-c", ask], capture_output=True, text=True, env=run_env)
         assert got.stdout.strip() == host, got.stderr[-1000:]
-    assert any("--host 127.0.0.1" in x for x in dry("mlflow-ui"))
+    assert any("mlflow ui --host 127.0.0.1 " in x for x in dry("mlflow-ui"))
+    assert any("mlflow ui --host 0.0.0.0 " in x for x in dry("mlflow-ui", MLFLOW_HOST="0.0.0.0"))  # on purpose
 
 
 def test_metrics_services_scrape_airloop_and_airflow_and_provision_the_dashboard(compose):
