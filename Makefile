@@ -20,6 +20,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore
 export PATH := $(BIN):$(PATH)
+MLFLOW_HOST ?= 127.0.0.1
 
 .PHONY: install demo run test test-fast test-production lint bench settings airflow mlflow-ui serve status clean
 
@@ -47,7 +48,7 @@ test: install  ## lint + layer contracts + the full test suite, slow end-to-end 
 test-fast: install  ## skip the slow end-to-end tests
 	@pytest -m "not slow" $(PYTEST_ARGS)
 
-test-production: install  ## the production topology, live (PostgreSQL + Redis on 127.0.0.1) + compose/Dockerfile checks
+test-production: install  ## the production topology, live (its own PostgreSQL and Redis, with passwords) + compose/Dockerfile checks
 	@pytest -s $(PYTEST_ARGS) tests/test_production_compose.py tests/test_production_topology.py
 
 lint: install
@@ -63,8 +64,8 @@ settings: install  ## load airflow_settings.yaml (connections, variables, pools)
 airflow: settings $(ROOT)/.airloop-passwords.json  ## Airflow UI on the demo's state, on loopback (AIRFLOW__API__HOST to expose it)
 	AIRFLOW__API__HOST=$${AIRFLOW__API__HOST:-127.0.0.1} airflow standalone
 
-mlflow-ui: install  ## MLflow UI on the demo's state
-	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db"
+mlflow-ui: install  ## MLflow UI on the demo's state, on loopback (MLFLOW_HOST=0.0.0.0 to expose it)
+	mlflow ui --host $(MLFLOW_HOST) --port 5000 --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db"
 
 serve: install  ## real-time scoring service on the demo's state: http://127.0.0.1:8000/docs (needs AIRLOOP_SERVE_TOKEN)
 	airloop serve $(SERVE_ARGS)

@@ -15,7 +15,13 @@ BUCKETS = (os.environ["AIRLOOP_S3_BUCKET"], os.environ["AIRLOOP_S3_OUTPUT_BUCKET
 
 
 def main() -> None:
-    conn = psycopg2.connect(host="postgres", user="airflow", password=os.environ["POSTGRES_PASSWORD"], dbname="airflow")
+    conn = psycopg2.connect(
+        host=os.environ.get("POSTGRES_HOST", "postgres"),  # compose's service; the live test's cluster sets both
+        port=int(os.environ.get("POSTGRES_PORT", "5432")),
+        user="airflow",
+        password=os.environ["POSTGRES_PASSWORD"],
+        dbname="airflow",
+    )
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")

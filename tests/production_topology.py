@@ -1,14 +1,19 @@
-"""The production topology on this machine's real services, for the live tests (not a test module itself).
+"""The production topology on real services started for the live tests (not a test module itself).
 
-PostgreSQL holds the Airflow metadata DB and the MLflow backend store; Redis is the Celery broker and
-the Feast online store; ``moto_server`` is the S3-compatible endpoint (landing batches, MLflow artifacts).
+A private PostgreSQL cluster (``private_postgres``: SCRAM passwords, its own port) holds the Airflow metadata DB,
+the Celery results and the MLflow backend store; two private ``redis-server`` processes with a password are the
+Celery broker and the Feast online store; ``moto_server`` is the S3-compatible endpoint (landing batches, MLflow
+artifacts); ``mlflow server`` runs MLflow's basic-auth app and airloop's processes use the service account.
 Started as separate processes: api-server, scheduler, dag-processor, triggerer, two celery workers and
-``mlflow server``. :func:`production_env` is the profile itself: configuration only, no code paths of
-its own; ``docker-compose.yaml`` must set the same keys (``tests/test_production_compose.py``).
+``mlflow server``; ``production/init.py`` creates the MLflow DB, the buckets, users and roles as compose's
+``airflow-init`` does. Nothing is shared with the machine's PostgreSQL or Redis, so two runs never meet.
+:func:`production_env` is the profile itself: configuration only, no code paths of its own;
+``docker-compose.yaml`` must set the same keys (``tests/test_production_compose.py``).
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import secrets
 import signal
@@ -21,10 +26,13 @@ from pathlib import Path
 
 import httpx
 
+from private_postgres import PrivatePostgres
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT = "127.0.0.1", 5432, "127.0.0.1", 6379
-AIRFLOW_DB, MLFLOW_DB = "airloop_it_airflow", "airloop_it_mlflow"
+REDIS_HOST = "127.0.0.1"
+AIRFLOW_DB, MLFLOW_DB = "airflow", "mlflow"  # compose's names (init.py creates mlflow)
+MLFLOW_AUTH_INI = ROOT / "deploy" / "mlflow" / "basic_auth.ini"
 BROKER_DB, ONLINE_DB = 10, 11
 LANDING_BUCKET, MLFLOW_BUCKET, OUTPUT_BUCKET = "airloop-landing", "airloop-mlflow", "airloop-outputs"
 PORT_RANGE = range(28000, 29000)  # this project's live tests' ports
@@ -48,11 +56,14 @@ def production_env(
     mlflow_url: str,
     s3_url: str,
     secrets_: dict[str, str],
-    online_redis_port: int = REDIS_PORT,
-    online_redis_password: str | None = None,
+    postgres: str,
+    broker_redis: str,
+    online_redis: str,
 ) -> dict[str, str]:
-    """The production profile as environment variables (Airflow's ``AIRFLOW__*`` and airloop's ``AIRLOOP_*``)."""
-    pg = f"postgres@{PG_HOST}:{PG_PORT}"
+    """The production profile as environment variables (Airflow's ``AIRFLOW__*``, airloop's ``AIRLOOP_*``, the
+    MLflow client's). ``postgres``, ``broker_redis`` and ``online_redis`` are ``host:port``; the passwords are in
+    ``secrets_``."""
+    pg, redis_password = f"airflow:{secrets_['postgres_password']}@{postgres}", secrets_["redis_password"]
     return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -64,7 +75,7 @@ def production_env(
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{BROKER_DB}",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{redis_password}@{broker_redis}/{BROKER_DB}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}/{AIRFLOW_DB}",
         # record which worker ran each task (celery_taskmeta.worker)
         "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": '{"result_extended": true}',
@@ -78,8 +89,7 @@ def production_env(
         "AIRLOOP_HOME": str(home),
         "AIRLOOP_MLFLOW_TRACKING_URI": mlflow_url,
         "AIRLOOP_ONLINE_STORE": "redis",
-        "AIRLOOP_REDIS_CONNECTION": f"{REDIS_HOST}:{online_redis_port},db={ONLINE_DB}"
-        + (f",password={online_redis_password}" if online_redis_password else ""),
+        "AIRLOOP_REDIS_CONNECTION": f"{online_redis},password={redis_password},db={ONLINE_DB}",
         "AIRLOOP_SOURCE": "s3",
         "AIRLOOP_S3_BUCKET": LANDING_BUCKET,
         "AIRLOOP_S3_OUTPUT_BUCKET": OUTPUT_BUCKET,
@@ -92,14 +102,42 @@ def production_env(
         # a tracking server that is down fails the call in seconds, and Airflow's retries take over
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",  # no job-runner processes beside the tracking server
+        # the server requires a user (basic-auth app): the pipeline's service account, the config's admin
+        "MLFLOW_TRACKING_USERNAME": mlflow_service_account(),
+        "MLFLOW_TRACKING_PASSWORD": secrets_["mlflow_password"],
     }
 
 
-def mlflow_server_command(port: int) -> list[str]:
-    """``mlflow server`` with its backend store on PostgreSQL and artifacts proxied to S3."""
+def mlflow_service_account() -> str:
+    """The pipeline's MLflow user: the basic-auth app's admin, named in ``deploy/mlflow/basic_auth.ini``."""
+    config = configparser.ConfigParser()
+    config.read(MLFLOW_AUTH_INI)
+    return config["mlflow"]["admin_username"]
+
+
+def mlflow_auth_env(folder: Path, admin_password: str, secret_key: str) -> dict[str, str]:
+    """The basic-auth app's environment, as compose gives it: the project's ``basic_auth.ini`` with its user
+    database moved into ``folder``, the admin's (service account's) password and the CSRF secret."""
+    config = configparser.ConfigParser()
+    config.read(MLFLOW_AUTH_INI)
+    config["mlflow"]["database_uri"] = f"sqlite:///{folder / 'basic_auth.db'}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "basic_auth.ini", "w") as f:
+        config.write(f)
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key,
+    }
+
+
+def mlflow_server_command(port: int, backend_store_uri: str) -> list[str]:
+    """``mlflow server`` (its basic-auth app) with its backend store on PostgreSQL and artifacts proxied to S3."""
     return [
         str(BIN / "mlflow"),
         "server",
+        "--app-name",
+        "basic-auth",
         "--host",
         "127.0.0.1",
         "--port",
@@ -107,7 +145,7 @@ def mlflow_server_command(port: int) -> list[str]:
         "--workers",
         "1",
         "--backend-store-uri",
-        f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{MLFLOW_DB}",
+        backend_store_uri,
         "--artifacts-destination",
         f"s3://{MLFLOW_BUCKET}/artifacts",
     ]
@@ -132,29 +170,6 @@ def free_port() -> int:
             except OSError:
                 continue
     raise RuntimeError(f"no free port in {PORT_RANGE}")
-
-
-def recreate_database(name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-
-
-def query(dbname: str, sql: str, params: tuple = ()) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
@@ -212,6 +227,7 @@ class Process:
     name: str
     proc: subprocess.Popen
     log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
     down_on_purpose: bool = False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
@@ -247,8 +263,11 @@ class Topology:
     mlflow_url: str
     s3_url: str
     password: str
+    pg: PrivatePostgres
+    redis_password: str
+    broker_redis_port: int
     online_redis_port: int
-    online_redis_password: str
+    mlflow_password: str
     processes: dict[str, Process] = field(default_factory=dict)
     _token: str | None = None
 
@@ -263,14 +282,14 @@ class Topology:
             start_new_session=True,
             cwd=self.workdir,
         )
-        self.processes[name] = Process(name, proc, log)
+        self.processes[name] = Process(name, proc, log, extra_env or {})
         return self.processes[name]
 
     def restart(self, name: str, timeout: float = 240) -> None:
         """Start a stopped process again with the same command line; wait until it answers."""
         old = self.processes[name]
         old.stop()
-        self.start(name, old.proc.args)
+        self.start(name, old.proc.args, old.extra_env)
         if name == "mlflow":
             wait_http(f"{self.mlflow_url}/health", timeout, self.processes[name].proc, self.processes[name].log)
         if name == "redis-online":
@@ -285,7 +304,7 @@ class Topology:
         return done
 
     def stop_all(self) -> None:
-        """SIGTERM every process group at once, then SIGKILL what is still there after 30 s."""
+        """SIGTERM every process group at once, then SIGKILL what is still there after 30 s; then PostgreSQL."""
         for p in self.processes.values():
             if p.proc.poll() is None:
                 try:
@@ -299,6 +318,22 @@ class Topology:
             except subprocess.TimeoutExpired:
                 pass
             p.stop(signal.SIGKILL, 10)
+        self.pg.stop()
+
+    def query(self, dbname: str, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of ``sql`` in the private cluster's ``dbname``."""
+        return self.pg.query(dbname, sql, params)
+
+    def worker_of_tasks(self, dag_id: str | None = None) -> dict[tuple[str, str, str], str]:
+        """(dag_id, run_id, task_id) -> the celery worker that ran its latest try (celery_taskmeta.worker)."""
+        rows = self.query(
+            AIRFLOW_DB,
+            "SELECT ti.dag_id, ti.run_id, ti.task_id, m.worker FROM task_instance ti "
+            "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
+            "WHERE (%s IS NULL OR ti.dag_id = %s)",
+            (dag_id, dag_id),
+        )
+        return {(d, r, t): w for d, r, t, w in rows}
 
     # REST API v2 (the same calls as the UI makes)
     def _headers(self) -> dict[str, str]:
@@ -358,32 +393,33 @@ class Topology:
 
 
 def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topology:
-    """Fresh databases and Redis DBs, then S3, MLflow and every Airflow component; returns when all answer."""
-    import boto3
-    import redis
-
-    for db in (AIRFLOW_DB, MLFLOW_DB):
-        recreate_database(db)
-    redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB).flushdb()
-
-    api_port, mlflow_port, s3_port, online_port = free_port(), free_port(), free_port(), free_port()
-    password = secrets.token_urlsafe(12)
+    """A private PostgreSQL cluster and Redis servers, then S3, init, MLflow and every Airflow component; returns
+    when all answer."""
+    api_port, mlflow_port, s3_port = free_port(), free_port(), free_port()
+    broker_port, online_port = free_port(), free_port()
     secrets_ = {
         "fernet_key": __import__("cryptography.fernet", fromlist=["Fernet"]).Fernet.generate_key().decode(),
         "api_secret_key": secrets.token_urlsafe(16),
         "jwt_secret": secrets.token_urlsafe(32),
         "aws_access_key_id": "airloop-it",
         "aws_secret_access_key": secrets.token_urlsafe(16),
+        "postgres_password": secrets.token_urlsafe(16),
+        "redis_password": secrets.token_urlsafe(16),
+        "mlflow_password": secrets.token_urlsafe(16),
     }
+    pg = PrivatePostgres(free_port(), user="airflow", password=secrets_["postgres_password"])
     topo = Topology(
         workdir=workdir,
         env={},
         api_url=f"http://127.0.0.1:{api_port}",
         mlflow_url=f"http://127.0.0.1:{mlflow_port}",
         s3_url=f"http://127.0.0.1:{s3_port}",
-        password=password,
+        password=secrets.token_urlsafe(12),
+        pg=pg,
+        redis_password=secrets_["redis_password"],
+        broker_redis_port=broker_port,
         online_redis_port=online_port,
-        online_redis_password=secrets.token_urlsafe(16),
+        mlflow_password=secrets_["mlflow_password"],
     )
     profile = production_env(
         home=workdir / "airloop",
@@ -392,10 +428,13 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         mlflow_url=topo.mlflow_url,
         s3_url=topo.s3_url,
         secrets_=secrets_,
-        online_redis_port=online_port,
-        online_redis_password=topo.online_redis_password,
+        postgres=f"{pg.host}:{pg.port}",
+        broker_redis=f"{REDIS_HOST}:{broker_port}",
+        online_redis=f"{REDIS_HOST}:{online_port}",
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AIRLOOP_", "AWS_"))}
+    outer = ("AIRFLOW", "AIRLOOP_", "AWS_", "MLFLOW_TRACKING_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(outer)}
+    base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"  # init.py calls `airflow`
     tuning = {"AIRFLOW__API__WORKERS": "1", "PYTHONWARNINGS": "ignore", "FEAST_USAGE": "False"}
     # the metrics export (a teardown task per DAG run, ~5 s of imports on a worker) is off here to keep this module's
     # time; real DAG runs export in tests/test_monitor_e2e.py, compose runs it on (the default)
@@ -403,31 +442,31 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
     topo.env = {**base, **profile, **tuning, **(extra or {})}
     topo.profile = profile  # type: ignore[attr-defined]
     try:
-        # the Feast online store gets a Redis server of its own, so a fault test can stop it without touching
-        # the machine's shared Redis (the broker); append-only, so a restart brings its data back
-        (workdir / "redis-online").mkdir()
-        topo.start(
-            "redis-online",
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(online_port), "--save", "", "--appendonly", "yes"]
-            + ["--dir", str(workdir / "redis-online"), "--requirepass", topo.online_redis_password],
-        )
-        wait_port(online_port, 30)
+        pg.start(databases=(AIRFLOW_DB,))  # the database compose's postgres image creates (POSTGRES_DB)
+        # the broker and the Feast online store each get a Redis server of their own (compose shares one), so a
+        # fault test can stop the online store without stopping Celery; append-only, so a restart keeps the data
+        for name, port in (("redis-broker", broker_port), ("redis-online", online_port)):
+            (workdir / name).mkdir()
+            topo.start(
+                name,
+                ["redis-server", "--bind", REDIS_HOST, "--port", str(port), "--save", "", "--appendonly", "yes"]
+                + ["--dir", str(workdir / name), "--requirepass", topo.redis_password],
+            )
+            wait_port(port, 30)
         s3 = topo.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
         wait_http(topo.s3_url, 60, s3.proc, s3.log)
-        client = boto3.client(
-            "s3",
-            endpoint_url=topo.s3_url,
-            aws_access_key_id=secrets_["aws_access_key_id"],
-            aws_secret_access_key=secrets_["aws_secret_access_key"],
-            region_name="us-east-1",
+        # compose's airflow-init: the MLflow DB, `airflow db migrate`, the buckets, users and roles (FAB)
+        init = {"POSTGRES_HOST": pg.host, "POSTGRES_PORT": str(pg.port), "POSTGRES_PASSWORD": pg.password}
+        done = subprocess.run(
+            [str(BIN / "python"), str(ROOT / "production" / "init.py")],
+            env={**topo.env, **init, "AIRFLOW_ADMIN_PASSWORD": topo.password},
+            capture_output=True,
+            text=True,
         )
-        for bucket in (LANDING_BUCKET, MLFLOW_BUCKET, OUTPUT_BUCKET):
-            client.create_bucket(Bucket=bucket)
-        mlflow = topo.start("mlflow", mlflow_server_command(mlflow_port))
-        topo.airflow("db", "migrate")
-        # the production profile's users and roles (FAB), as compose's airflow-init creates them
-        roles = [str(BIN / "python"), str(ROOT / "production" / "roles.py")]
-        subprocess.run(roles, env={**topo.env, "AIRFLOW_ADMIN_PASSWORD": password}, check=True, capture_output=True)
+        if done.returncode:
+            raise RuntimeError(f"production/init.py exited {done.returncode}:\n{done.stderr[-3000:]}")
+        auth = mlflow_auth_env(workdir / "mlflow-auth", topo.mlflow_password, secrets.token_urlsafe(16))
+        mlflow = topo.start("mlflow", mlflow_server_command(mlflow_port, pg.url(MLFLOW_DB)), auth)
         api = topo.start("api-server", [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(api_port)])
         topo.start("scheduler", [str(BIN / "airflow"), "scheduler"])
         topo.start("dag-processor", [str(BIN / "airflow"), "dag-processor"])
@@ -447,15 +486,3 @@ def start_topology(workdir: Path, extra: dict[str, str] | None = None) -> Topolo
         topo.stop_all()
         raise
     return topo
-
-
-def worker_of_tasks(dag_id: str | None = None) -> dict[tuple[str, str, str], str]:
-    """(dag_id, run_id, task_id) -> the celery worker that ran its latest try (celery_taskmeta.worker)."""
-    rows = query(
-        AIRFLOW_DB,
-        "SELECT ti.dag_id, ti.run_id, ti.task_id, m.worker FROM task_instance ti "
-        "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
-        "WHERE (%s IS NULL OR ti.dag_id = %s)",
-        (dag_id, dag_id),
-    )
-    return {(d, r, t): w for d, r, t, w in rows}

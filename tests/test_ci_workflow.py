@@ -16,6 +16,15 @@ from live_airflow import IN_CI
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 ACTIONLINT = ROOT / "tests" / "tools" / "actionlint"
+# what the fast tests (`make test-fast`, the checks job) run for real -> the files that need it; with CI=true a
+# missing one fails them instead of skipping
+FAST_TEST_PROGRAMS = {
+    "redis-server": ["test_serve.py"],
+    "wrk": ["test_bench_smoke.py"],
+    "prometheus": ["test_metrics.py", "metrics_stack.py"],  # promtool is in Debian's prometheus package
+    "prometheus-node-exporter": ["metrics_stack.py"],
+}
+FAST_TESTS_ON_REDIS_6379 = ["test_online_redis.py", "test_online_write.py", "test_bench_smoke.py"]
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +59,30 @@ def test_the_workflow_runs_the_projects_own_checks():
         assert command in fast
     assert "make test-fast" in fast and "tests/test_lifecycle_e2e.py" in fast
     assert ".ci/run" in "\n".join(step.get("run", "") for step in jobs["full"]["steps"])
-    assert set(jobs["full"]["services"]) == {"postgres", "redis"}
+    # the production topology starts its own PostgreSQL (with passwords); the online-store tests need this Redis
+    assert set(jobs["full"]["services"]) == {"redis"}
     for test in ("test_dags.py", "test_layers.py", "test_suite_and_release.py", "test_lifecycle_e2e.py"):
         assert (ROOT / "tests" / test).exists(), f"the workflow names {test}, which is gone"
+
+
+def test_the_checks_job_has_what_the_fast_tests_need():
+    """Redis on 127.0.0.1:6379 as a service, and redis-server, wrk, Prometheus (promtool) and node-exporter installed
+    before the fast tests run; each named test file really uses what it is listed for."""
+    checks = yaml.safe_load(WORKFLOW.read_text())["jobs"]["checks"]
+    assert checks["services"]["redis"]["image"].startswith("redis:")
+    assert "6379:6379" in checks["services"]["redis"]["ports"]
+    for test in FAST_TESTS_ON_REDIS_6379:
+        assert "127.0.0.1:6379" in (ROOT / "tests" / test).read_text(), test
+    runs = [step.get("run", "") for step in checks["steps"]]
+    install = next(i for i, run in enumerate(runs) if "apt-get install" in run)
+    assert install < next(i for i, run in enumerate(runs) if "make test-fast" in run)
+    installed = runs[install].split("apt-get install", 1)[1].split("\n", 1)[0].split()
+    for program, users in FAST_TEST_PROGRAMS.items():
+        assert program in installed, f"the checks job does not install {program}"
+        for user in users:
+            assert program in (ROOT / "tests" / user).read_text(), f"{user} does not use {program}"
+    # the apt packages must not start their own services: the redis service already owns port 6379
+    assert "policy-rc.d" in runs[install]
 
 
 def test_the_pre_commit_configuration_is_valid_and_its_hooks_exist():

@@ -5,7 +5,6 @@ MLFLOW_TRACKING_PASSWORD, as compose gives it) registers a version and moves it.
 
 from __future__ import annotations
 
-import configparser
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from live_airflow import free_port
-from production_topology import wait_http
+from production_topology import mlflow_auth_env, mlflow_service_account, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE, PASSWORD = "airloop", "service-account-secret"
@@ -24,19 +23,10 @@ MODEL = "airloop_auth_check"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("mlflow-auth")
-    config = configparser.ConfigParser()
-    config.read(ROOT / "deploy" / "mlflow" / "basic_auth.ini")
-    assert config["mlflow"]["admin_username"] == SERVICE
-    config["mlflow"]["database_uri"] = f"sqlite:///{base / 'basic_auth.db'}"
-    with open(base / "basic_auth.ini", "w") as f:
-        config.write(f)
+    assert mlflow_service_account() == SERVICE  # the admin of deploy/mlflow/basic_auth.ini
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-    env.update(
-        MLFLOW_AUTH_CONFIG_PATH=str(base / "basic_auth.ini"),
-        MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD,
-        MLFLOW_FLASK_SERVER_SECRET_KEY="test-secret-key",
-    )
+    env.update(mlflow_auth_env(base, PASSWORD, "test-secret-key"))  # as the live topology starts its server
     log = open(base / "server.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",

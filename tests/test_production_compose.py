@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +23,8 @@ from production_topology import (
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+LIVE_SECRETS = ["fernet_key", "api_secret_key", "jwt_secret", "aws_access_key_id", "aws_secret_access_key"]
+LIVE_SECRETS += ["postgres_password", "redis_password", "mlflow_password"]
 AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer", "worker"]
 METRICS_SERVICES = {"node-exporter", "statsd-exporter", "prometheus", "grafana"}
 ALL_SERVICES = {
@@ -68,6 +71,13 @@ def compose() -> dict:
 
 
 @pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    """``.env.example`` as a dict (the values ``compose`` was rendered with)."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+
+
+@pytest.fixture(scope="module")
 def live_profile(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("profile")
     return production_env(
@@ -76,9 +86,10 @@ def live_profile(tmp_path_factory) -> dict[str, str]:
         api_url="http://x",
         mlflow_url="http://x",
         s3_url="http://x",
-        secrets_=dict.fromkeys(
-            ["fernet_key", "api_secret_key", "jwt_secret", "aws_access_key_id", "aws_secret_access_key"], "x"
-        ),
+        secrets_={key: f"{key}-x" for key in LIVE_SECRETS},
+        postgres="127.0.0.1:5432",
+        broker_redis="127.0.0.1:6379",
+        online_redis="127.0.0.1:6380",
     )
 
 
@@ -92,7 +103,7 @@ def test_compose_has_every_service_with_a_healthcheck_and_two_workers(compose):
     assert services["worker"]["command"][:3] == ["airflow", "celery", "worker"]
 
 
-def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
+def test_airflow_services_get_exactly_the_live_profile(compose, live_profile, example_env):
     """Every key the live test configured (less what only drives the test) is set for every Airflow service."""
     expected = set(live_profile) - TEST_ONLY_KEYS
     for name in [*AIRFLOW_SERVICES, "mlflow", "airflow-init"]:
@@ -110,10 +121,20 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
             "AIRLOOP_S3_OUTPUT_BUCKET",
         ):
             assert env[key] == live_profile[key], key
-        # same drivers / URL schemes as the live run
-        for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
-            assert env[key].split("://")[0] == live_profile[key].split("://")[0], key
+        # same drivers / URL schemes as the live run, and a password in every URL (PostgreSQL's from .env as
+        # POSTGRES_PASSWORD, Redis's as REDIS_PASSWORD; the live run's from its secrets)
+        for key, live_password, password in (
+            ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgres_password-x", example_env["POSTGRES_PASSWORD"]),
+            ("AIRFLOW__CELERY__RESULT_BACKEND", "postgres_password-x", example_env["POSTGRES_PASSWORD"]),
+            ("AIRFLOW__CELERY__BROKER_URL", "redis_password-x", example_env["REDIS_PASSWORD"]),
+        ):
+            ours, live = urlsplit(env[key]), urlsplit(live_profile[key])
+            assert ours.scheme == live.scheme and ours.password == password and live.password == live_password, key
+            assert ours.username == live.username, key  # airflow for PostgreSQL, none for Redis (requirepass)
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        assert f"password={example_env['REDIS_PASSWORD']}" in env["AIRLOOP_REDIS_CONNECTION"]
+        assert env["MLFLOW_TRACKING_USERNAME"] == live_profile["MLFLOW_TRACKING_USERNAME"]
+        assert env["MLFLOW_TRACKING_PASSWORD"] == example_env["MLFLOW_PASSWORD"]
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
     # the Dockerfile provides what the test set by hand (image paths)
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -122,13 +143,16 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile):
     assert LANDING_BUCKET == compose["services"]["worker"]["environment"]["AIRLOOP_S3_BUCKET"]
 
 
-def test_mlflow_server_is_the_one_the_live_test_ran(compose):
+def test_mlflow_server_is_the_one_the_live_test_ran(compose, example_env):
     command = compose["services"]["mlflow"]["command"]
-    live = mlflow_server_command(5000)
+    live = mlflow_server_command(5000, "postgresql+psycopg2://airflow:pw@127.0.0.1:5432/mlflow")
+    assert command[:4] == [Path(live[0]).name, *live[1:4]] == ["mlflow", "server", "--app-name", "basic-auth"]
     for flag in ("--backend-store-uri", "--artifacts-destination"):
         ours, theirs = command[command.index(flag) + 1], live[live.index(flag) + 1]
         assert ours.split("://")[0] == theirs.split("://")[0], flag
     assert command[command.index("--artifacts-destination") + 1] == f"s3://{MLFLOW_BUCKET}/artifacts"
+    store = urlsplit(command[command.index("--backend-store-uri") + 1])
+    assert store.username == "airflow" and store.password == example_env["POSTGRES_PASSWORD"]
 
 
 def test_ports_are_loopback_only_and_volumes_named(compose):
@@ -225,13 +249,16 @@ def test_serve_reads_the_workers_stores_needs_a_token_and_checks_readiness(compo
 
 
 def test_local_ui_targets_bind_loopback_unless_told_otherwise():
-    """`make airflow` and `make mlflow-ui` (what a user runs on a laptop) listen on 127.0.0.1 only: the
-    recipe's own line, with `airflow standalone` swapped for asking Airflow which host its api-server uses."""
+    """`make airflow` and `make mlflow-ui` (what a user runs on a laptop) listen on 127.0.0.1 unless
+    AIRFLOW__API__HOST / MLFLOW_HOST say otherwise: the recipe's own line, with `airflow standalone` swapped for
+    asking Airflow which host its api-server uses."""
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__API__HOST"}
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW__API__HOST", "MLFLOW_HOST")}
 
-    def dry(target: str) -> list[str]:
-        out = subprocess.run(["make", "-n", "-s", target], cwd=root, capture_output=True, text=True, env=env)
+    def dry(target: str, **extra: str) -> list[str]:
+        out = subprocess.run(
+            ["make", "-n", "-s", target], cwd=root, capture_output=True, text=True, env={**env, **extra}
+        )
         return out.stdout.splitlines()
 
     (line,) = [x for x in dry("airflow") if x.rstrip().endswith("airflow standalone")]
@@ -240,7 +267,8 @@ def test_local_ui_targets_bind_loopback_unless_told_otherwise():
         run_env = env if exposed is None else {**env, "AIRFLOW__API__HOST": exposed}
         got = subprocess.run(["sh", "-c", ask], capture_output=True, text=True, env=run_env)
         assert got.stdout.strip() == host, got.stderr[-1000:]
-    assert any("--host 127.0.0.1" in x for x in dry("mlflow-ui"))
+    assert any("mlflow ui --host 127.0.0.1 " in x for x in dry("mlflow-ui"))
+    assert any("mlflow ui --host 0.0.0.0 " in x for x in dry("mlflow-ui", MLFLOW_HOST="0.0.0.0"))  # on purpose
 
 
 def test_metrics_services_scrape_airloop_and_airflow_and_provision_the_dashboard(compose):

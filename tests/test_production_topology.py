@@ -1,14 +1,17 @@
 """Live production topology: the lifecycle over several days through PostgreSQL, Celery workers, MLflow server,
 Redis and S3, driven through the REST API as an operator (or the scheduler) would; then a worker killed mid-task.
 
-Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379: it fails when CI=true and one is missing,
-and skips elsewhere. Everything else (S3 endpoint, MLflow server, Airflow components) it starts itself.
+Starts everything itself, with passwords everywhere: a private PostgreSQL cluster (needs PostgreSQL's server
+programs, ``apt-get install postgresql``), two ``redis-server`` processes (broker, online store), the S3 endpoint,
+MLflow's basic-auth server and the Airflow components. A missing program fails the module when CI=true and skips it
+elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,22 +21,18 @@ import pytest
 
 from airloop import lake
 from airloop.lake import DATA_FILE
+from private_postgres import MISSING, server_bin
 from production_topology import (
     AIRFLOW_DB,
+    BROKER_DB,
     LANDING_BUCKET,
     MLFLOW_BUCKET,
     MLFLOW_DB,
     ONLINE_DB,
     OUTPUT_BUCKET,
-    PG_HOST,
-    PG_PORT,
     REDIS_HOST,
-    REDIS_PORT,
-    query,
-    require_service,
     running_a_task,
     start_topology,
-    worker_of_tasks,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -67,11 +66,13 @@ SHORT_HISTORY = {
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
-    for host, port, what in ((PG_HOST, PG_PORT, "PostgreSQL"), (REDIS_HOST, REDIS_PORT, "Redis")):
-        if reason := require_service(host, port, what):
-            if os.environ.get("CI"):
-                pytest.fail(reason)
-            pytest.skip(reason)
+    missing = [MISSING] if server_bin() is None else []
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server is not installed: apt-get install redis-server")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail("; ".join(missing))
+        pytest.skip("; ".join(missing))
     topo = start_topology(tmp_path_factory.mktemp("prod"), SHORT_HISTORY)
     yield topo
     topo.stop_all()
@@ -84,7 +85,7 @@ def settings(topology):
 
     with pytest.MonkeyPatch.context() as mp:
         for key, value in topology.env.items():
-            if key.startswith(("AIRLOOP_", "AWS_", "MLFLOW_S3")):
+            if key.startswith(("AIRLOOP_", "AWS_", "MLFLOW_S3", "MLFLOW_TRACKING_")):  # the service account
                 mp.setenv(key, value)
         yield get_settings()
 
@@ -126,6 +127,32 @@ def lifecycle(topology, settings):
     return log
 
 
+def test_postgres_and_both_redis_servers_refuse_a_client_without_the_password(topology, monkeypatch):
+    """The private cluster answers only with the password (TCP and its unix socket); the broker and the online
+    store's Redis answer only with theirs; the profile's URLs carry them."""
+    import psycopg2
+    import redis
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    pg = topology.pg
+    for attempt in ({"password": ""}, {"password": "not-the-password"}, {"host": str(pg.root), "password": ""}):
+        with pytest.raises(psycopg2.OperationalError, match="no password supplied|password authentication failed"):
+            pg.connect(AIRFLOW_DB, **attempt).close()
+    assert pg.query(MLFLOW_DB, "SELECT current_user") == [("airflow",)]
+    for port, db in ((topology.broker_redis_port, BROKER_DB), (topology.online_redis_port, ONLINE_DB)):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=REDIS_HOST, port=port, db=db).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=REDIS_HOST, port=port, db=db, password="not-the-password").ping()
+        assert redis.Redis(host=REDIS_HOST, port=port, db=db, password=topology.redis_password).ping()
+    env = topology.env
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert f"airflow:{pg.password}@127.0.0.1:{pg.port}/{AIRFLOW_DB}" in env[key], key
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == (
+        f"redis://:{topology.redis_password}@{REDIS_HOST}:{topology.broker_redis_port}/{BROKER_DB}"
+    )
+
+
 def test_good_days_flow_from_s3_to_features(lifecycle, settings):
     for ds in ["2026-01-01", "2026-01-03", LAST_DAY]:
         assert lifecycle[ds][DAILY] == "success", lifecycle[ds]
@@ -156,7 +183,7 @@ def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topolo
     online = redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB)
     with pytest.raises(redis.AuthenticationError):  # the online store has a password (the production profile's)
         online.dbsize()
-    password = topology.online_redis_password
+    password = topology.redis_password
     assert redis.Redis(host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB, password=password).dbsize() > 0
     batch = pd.read_parquet(lake.data_file(settings, "validated", LAST_DAY))
     row = batch.iloc[0]
@@ -165,7 +192,7 @@ def test_online_store_on_redis_serves_a_known_entity(lifecycle, settings, topolo
     assert online["plan"] == row["plan"]
 
 
-def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, settings):
+def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, settings, topology):
     import boto3
 
     from airloop.registry import version_by_alias
@@ -176,7 +203,7 @@ def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, set
     assert set(preds["model_version"]) == {str(champion.version)}
     assert preds["score"].between(0, 1).all() and len(preds) == settings.rows_per_day
     # the registry is in PostgreSQL, the model files in the S3 bucket behind the server's artifact proxy
-    assert (settings.registered_model,) in query(MLFLOW_DB, "SELECT name FROM registered_models")
+    assert (settings.registered_model,) in topology.query(MLFLOW_DB, "SELECT name FROM registered_models")
     keys = [
         o["Key"]
         for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=MLFLOW_BUCKET)
@@ -184,6 +211,31 @@ def test_champion_lives_in_the_mlflow_server_with_artifacts_on_s3(lifecycle, set
     ]
     assert any(k.endswith("/MLmodel") for k in keys), keys[:20]
     assert any(k.endswith("model.skops") or k.endswith("model.pkl") for k in keys), keys[:20]
+
+
+def test_an_anonymous_request_cannot_move_the_champion_alias(lifecycle, settings, topology):
+    """The MLflow server runs its basic-auth app: moving ``champion`` without a user, or with a wrong password,
+    gets 401 and changes nothing; the pipeline's service account (the workers' MLFLOW_TRACKING_USERNAME) reads."""
+    import httpx
+
+    from airloop.registry import client, version_by_alias
+
+    champion = version_by_alias(settings, "champion").version  # read as the service account
+    versions = client(settings).search_model_versions(f"name='{settings.registered_model}'")
+    other = next(v.version for v in versions if v.version != champion)
+    body = {"name": settings.registered_model, "alias": "champion", "version": str(other)}
+    url = f"{topology.mlflow_url}/api/2.0/mlflow/registered-models/alias"
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    user = topology.env["MLFLOW_TRACKING_USERNAME"]
+    assert httpx.post(url, json=body, auth=(user, "not-the-password"), timeout=30).status_code == 401
+    assert version_by_alias(settings, "champion").version == champion
+    got = httpx.get(
+        f"{topology.mlflow_url}/api/2.0/mlflow/registered-models/get",
+        params={"name": settings.registered_model},
+        auth=(user, topology.mlflow_password),
+        timeout=30,
+    )
+    assert got.status_code == 200 and user == "airloop"  # the admin of deploy/mlflow/basic_auth.ini
 
 
 def test_drift_retrains_once_and_the_cooldown_holds(lifecycle, settings):
@@ -205,19 +257,19 @@ def test_drift_retrains_once_and_the_cooldown_holds(lifecycle, settings):
     assert [t["state"] for t in bootstraps] == ["success"]
 
 
-def test_tasks_ran_on_both_celery_workers(lifecycle):
-    workers = worker_of_tasks()
+def test_tasks_ran_on_both_celery_workers(lifecycle, topology):
+    workers = topology.worker_of_tasks()
     assert len(workers) >= 30, "celery_taskmeta should hold one row per executed task"
     names = {w.split("@")[0] for w in workers.values()}
     assert names == {"worker1", "worker2"}, names
 
 
-def test_a_days_scoring_shards_ran_in_parallel_on_both_workers(lifecycle, settings):
+def test_a_days_scoring_shards_ran_in_parallel_on_both_workers(lifecycle, settings, topology):
     """``score_shard`` is mapped over the day's shards; in one run they overlap in time on both workers."""
     from itertools import combinations
 
     runs: dict[str, list[tuple]] = {}
-    for run_id, map_index, worker, start, end in query(
+    for run_id, map_index, worker, start, end in topology.query(
         AIRFLOW_DB,
         "SELECT ti.run_id, ti.map_index, m.worker, ti.start_date, ti.end_date FROM task_instance ti "
         "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
@@ -249,9 +301,9 @@ def test_predictions_are_published_to_the_output_bucket(lifecycle, settings):
 
 
 def test_no_secret_reaches_a_log(lifecycle, topology):
-    """The admin's password (FAB users from the environment, never generated), the online Redis password and the
-    other secrets are never logged."""
-    secrets = [topology.password, topology.online_redis_password] + [
+    """The admin's password (FAB users from the environment, never generated), the PostgreSQL, Redis and MLflow
+    passwords and the other secrets are never logged."""
+    secrets = [topology.password, topology.pg.password, topology.redis_password, topology.mlflow_password] + [
         topology.env[k] for k in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AWS_SECRET_ACCESS_KEY")
     ]
     logs = [*(topology.workdir / "logs").glob("*.log"), *Path(topology.env["AIRFLOW_HOME"]).rglob("*.log")]
@@ -313,7 +365,7 @@ def test_redis_down_during_materialization_retries_then_fails_and_the_online_sto
         for file in sorted(path.glob("*.*")) if path.is_dir() else [path]:
             boto3.client("s3").upload_file(str(file), LANDING_BUCKET, f"landing/ds={next_day}/{file.name}")
     online = redis.Redis(
-        host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB, password=topology.online_redis_password
+        host=REDIS_HOST, port=topology.online_redis_port, db=ONLINE_DB, password=topology.redis_password
     )
     before = _online_state(online)
     assert before
@@ -367,7 +419,7 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(lifecycle, topolo
     assert topology.wait_run(TRAIN, run_id, timeout=600) == "success"
     tis = topology.task_instances(TRAIN, run_id)
     assert tis["train"]["try_number"] == 2, tis["train"]
-    assert worker_of_tasks(TRAIN)[(TRAIN, run_id, "train")].startswith(f"{survivor}@")
+    assert topology.worker_of_tasks(TRAIN)[(TRAIN, run_id, "train")].startswith(f"{survivor}@")
     # the retry's output is complete and correct: one finished MLflow run, one registered version with its
     # gate decision (not promoted: a backfill), nothing registered from the killed try, the champion untouched
     from airloop.registry import client
