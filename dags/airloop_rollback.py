@@ -4,7 +4,8 @@
 Restores `previous_champion` (or the version you name) as `champion`; the replaced champion
 becomes `previous_champion`, so a second rollback undoes the first. Who and why are recorded as
 tags on both versions and as a `gate/rollback_*.json` artifact. The next scoring run uses the
-restored version. Same as `airloop rollback --reason "..." [--to VERSION]`.
+restored version. A live `canary` is withdrawn (recorded on it as a `withdrawn` gate decision): it was
+judged against the champion this replaces. Same as `airloop rollback --reason "..." [--to VERSION]`.
 
 Trigger it from the UI with a reason (required) and, optionally, a version.
 """
@@ -52,7 +53,8 @@ def airloop_rollback():
         send_event(
             "rollback",
             f"{settings.registered_model} rolled back to version {record['to_version']} (was {record['from_version']})",
-            f"By {record['by']} at {record['at']}.\nReason: {record['reason']}",
+            f"By {record['by']} at {record['at']}.\nReason: {record['reason']}"
+            + (f"\nCanary version {v} withdrawn." if (v := record.get("canary_withdrawn")) else ""),
         )
         return record
 

@@ -193,9 +193,23 @@ def notify_retrain(context: dict) -> None:
     send_event("retrain", f"{why} triggered a retrain ({ds})", body, link, context)
 
 
+def withdrawn_subject(model: str, decision: dict) -> str:
+    """What a withdrawn canary means, in one line: which version, against which champion, and that the
+    champion stays."""
+    version, champion = decision["version"], decision.get("champion_version")
+    subject = f"{model} canary version {version} withdrawn"
+    if decision.get("challenger_value") is not None and decision.get("champion_value") is not None:
+        subject += (
+            f": {decision['metric']} {decision['challenger_value']:.3f} on its entities vs "
+            f"{decision['champion_value']:.3f} for the champion's"
+        )
+    return subject + (f"; version {champion} stays champion" if champion else "")
+
+
 def announce_promotion(decision: dict, run_id: str | None = None) -> None:
-    """Email what a gate or approval decision means for people: ``promotion`` recipients when the champion
-    moved or a person's answer (or no answer in time) kept it; ``approval`` recipients when a promotion
+    """Email what a gate, canary or approval decision means for people: ``promotion`` recipients when the
+    champion moved, a canary started or was withdrawn, or a person's answer (or no answer in time) kept the
+    champion; ``approval`` recipients when a promotion
     waits for them (with the link to its Required Actions page in ``airloop_train`` run ``run_id``)."""
     from airloop.config import get_settings
     from airloop.promote import explain_decision
@@ -208,7 +222,9 @@ def announce_promotion(decision: dict, run_id: str | None = None) -> None:
         fraction = get_settings().canary_fraction
         subject = f"{model} version {version} is the canary on {fraction:.0%} of the entities"
         send_event("promotion", subject, explain_decision(decision))
-    elif outcome == "withdrawn" or decision.get("approval"):  # answered (or timed out), or a canary lost
+    elif outcome == "withdrawn":  # the canary lost on its own entities
+        send_event("promotion", withdrawn_subject(model, decision), explain_decision(decision))
+    elif decision.get("approval"):  # answered (or timed out)
         send_event(
             "promotion", f"{model} version {version} was not promoted: {decision['reason']}", explain_decision(decision)
         )

@@ -5,7 +5,6 @@ tests/test_drift_policy.py share."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from live_airflow import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
@@ -36,7 +37,7 @@ def binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         message = f"{name} is not installed: apt-get install -y {BINARIES[name]}"
-        if os.environ.get("CI") == "true":
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     return path
@@ -160,9 +161,76 @@ def exported_name(line: str) -> str | None:
     """The Prometheus metric name statsd-exporter gives a StatsD line under deploy/prometheus/statsd_mapping.yml
     (None: dropped): InfluxDB-style tags are split off as labels; the first matching mapping names it; unmapped,
     every character outside [a-zA-Z0-9_] becomes ``_``."""
-    name = line.split(":", 1)[0].split(",", 1)[0]
+    series = exported_series(line)
+    return None if series is None else series[0]
+
+
+def exported_series(line: str) -> tuple[str, dict[str, str]] | None:
+    """The metric name and labels (the InfluxDB-style tags, plus the mapping's own labels with ``$n`` filled from
+    the glob) statsd-exporter gives a StatsD line; None: dropped."""
+    head = line.split(":", 1)[0]
+    name, *tags = head.split(",")
+    labels = dict(tag.split("=", 1) for tag in tags if "=" in tag)
     for mapping in yaml.safe_load(STATSD_MAPPING.read_text())["mappings"]:
         pattern = re.compile(mapping["match"]) if mapping.get("match_type") == "regex" else _glob(mapping["match"])
-        if pattern.search(name):
-            return None if mapping.get("action") == "drop" else mapping["name"]
-    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+        found = pattern.search(name)
+        if found:
+            if mapping.get("action") == "drop":
+                return None
+            groups = found.groups()
+            for key, value in (mapping.get("labels") or {}).items():
+                labels[key] = re.sub(r"\$(\d+)", lambda m, g=groups: g[int(m.group(1)) - 1], str(value))
+            return mapping["name"], labels
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name), labels
+
+
+def _labels(labels: dict[str, str], **extra: str) -> str:
+    pairs = {**labels, **extra}
+    if not pairs:
+        return ""
+    escape = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+    return "{" + ",".join(f'{k}="{v.translate(escape)}"' for k, v in sorted(pairs.items())) + "}"
+
+
+def statsd_textfile(lines: list[str], zero: bool = False) -> str:
+    """What statsd-exporter would serve after receiving the StatsD ``lines``, in the text exposition format
+    (node-exporter's textfile collector serves it): counters summed (sample rates applied), gauges' last value
+    (``+n``/``-n`` relative), timers as histograms in seconds with the mapping's default buckets. A name sent
+    with two types keeps the first (the exporter drops the conflicting one). ``zero``: the same series with every
+    counter and histogram at 0, the exporter's state before the run (so Prometheus' rate() has two samples)."""
+    buckets = yaml.safe_load(STATSD_MAPPING.read_text())["defaults"]["histogram_options"]["buckets"]
+    kinds: dict[str, str] = {}
+    values: dict[tuple[str, tuple], float] = {}
+    timings: dict[tuple[str, tuple], list[float]] = {}
+    for line in lines:
+        series = exported_series(line)
+        if series is None or ":" not in line:
+            continue
+        name, labels = series
+        raw, kind, *rate = line.split(":", 1)[1].split("|")
+        kind = {"c": "counter", "g": "gauge", "ms": "histogram", "h": "histogram"}.get(kind)
+        if kind is None or kinds.setdefault(name, kind) != kind:
+            continue
+        key = (name, tuple(sorted(labels.items())))
+        if kind == "histogram":
+            timings.setdefault(key, []).append(float(raw) / 1000)
+        elif kind == "counter":
+            scale = float(rate[0].removeprefix("@")) if rate and rate[0].startswith("@") else 1.0
+            values[key] = values.get(key, 0.0) + float(raw) / scale
+        else:
+            values[key] = values.get(key, 0.0) + float(raw) if raw[0] in "+-" else float(raw)
+    out = []
+    for name in sorted(kinds):
+        out.append(f"# TYPE {name} {kinds[name]}")
+        for (n, labels), v in sorted(values.items()):
+            if n == name:
+                out.append(f"{name}{_labels(dict(labels))} {0 if zero and kinds[name] == 'counter' else v}")
+        for (n, labels), seconds in sorted(timings.items()):
+            if n != name:
+                continue
+            for le in [*buckets, "+Inf"]:
+                count = 0 if zero else sum(s <= float(le) for s in seconds)
+                out.append(f"{name}_bucket{_labels(dict(labels), le=str(le))} {count}")
+            out.append(f"{name}_sum{_labels(dict(labels))} {0 if zero else sum(seconds)}")
+            out.append(f"{name}_count{_labels(dict(labels))} {0 if zero else len(seconds)}")
+    return "\n".join(out) + "\n"

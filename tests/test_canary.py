@@ -207,3 +207,97 @@ def test_aliases_moving_while_a_day_is_scored_never_give_it_two_versions(loop):
         seen.append(frame["model_version"].iloc[0])
     assert flipper.returncode == 0, flipper.stderr.read()[-2000:]
     assert len(seen) >= 3 and set(seen) == {out["champion"], out["good"]}, seen
+
+
+@pytest.fixture(scope="module")
+def around_a_canary(loop):
+    """After the promoted canary (champion ``good``, previous the first champion): a rollback and a roll
+    forward; then, with approval required, a new challenger that passed the gate is approved (so it starts as
+    the canary) and the champion is rolled back while that canary is live."""
+    from airloop.promote import answer_approval, approval_request, evaluate_gate, rollback
+    from airloop.registry import client
+    from airloop.train import train_model
+
+    s, out = loop
+    res: dict = {"before": _aliases(s)}
+    res["rolled_back"] = rollback(s, "the promoted canary misbehaves", actor="oncall")
+    res["after_rollback"] = _aliases(s)
+    rollback(s, "fixed upstream: roll forward", actor="oncall")
+    challenger = train_model(s, DAY[DAY.index(out["good_judged_on"]) + 1])["version"]
+    res["gate"] = evaluate_gate(s, challenger, approval=True, actor="airflow:test")
+    res["awaiting"] = _aliases(s)
+    res["request"] = approval_request(s, res["gate"])
+    res["approved"] = answer_approval(s, challenger, approved=True, by="alice", reason="canary first")
+    res["approved_aliases"] = _aliases(s)
+    res["approved_tags"] = client(s).get_model_version(s.registered_model, challenger).tags
+    res["withdrawn_by_rollback"] = rollback(s, "the champion misbehaves while a canary runs", actor="oncall")
+    res["after_withdrawal"] = _aliases(s)
+    res["challenger"] = challenger
+    return s, out, res
+
+
+def test_a_rollback_after_a_canary_was_promoted_restores_the_previous_champion(around_a_canary):
+    _, out, res = around_a_canary
+    assert res["before"] == {"champion": out["good"], "previous_champion": out["champion"], "canary": None}
+    record = res["rolled_back"]
+    assert (record["to_version"], record["from_version"]) == (out["champion"], out["good"])
+    assert "canary_withdrawn" not in record
+    assert res["after_rollback"] == {"champion": out["champion"], "previous_champion": out["good"], "canary": None}
+
+
+def test_with_approval_required_an_approved_pass_becomes_the_canary_and_the_champion_stays(around_a_canary):
+    """AIRLOOP_CANARY_FRACTION > 0 and approval required: the request says the version goes to the canary (not
+    to champion), and Approve gives it the canary alias while the champion stays where it was."""
+    s, out, res = around_a_canary
+    v = res["challenger"]
+    assert res["gate"]["decision"] == "awaiting_approval", res["gate"]["reason"]
+    assert res["awaiting"] == {"champion": out["good"], "previous_champion": out["champion"], "canary": None}
+    subject, body = res["request"]
+    assert subject == f"Start {s.registered_model} version {v} as the canary on 40% of the entities?"
+    assert "to champion" not in subject and "moves the `champion` alias" not in body
+    assert "**Approve** gives this version the `canary` alias" in body and "after 3 labelled days" in body
+    assert "Model card: runs:/" in body  # a file store: no MLflow UI address to link
+    approved = res["approved"]
+    assert approved["decision"] == "canary" and approved["approval"]["by"] == "alice"
+    assert "canary on 40% of the entities" in approved["reason"]
+    assert res["approved_aliases"] == {"champion": out["good"], "previous_champion": out["champion"], "canary": v}
+    tags = res["approved_tags"]
+    assert tags["airloop.gate.decision"] == "canary" and tags["airloop.approval.by"] == "alice"
+
+
+def test_a_rollback_while_a_canary_is_live_withdraws_the_canary(around_a_canary):
+    """The canary was gated against the champion the rollback replaces: it is withdrawn, recorded on the version
+    like a gate decision (tags and the decision artifact), and the rollback's record names it."""
+    from airloop.registry import client, gate_evidence
+
+    s, out, res = around_a_canary
+    v = res["challenger"]
+    record = res["withdrawn_by_rollback"]
+    assert record["canary_withdrawn"] == v and record["to_version"] == out["champion"]
+    assert res["after_withdrawal"] == {"champion": out["champion"], "previous_champion": out["good"], "canary": None}
+    mv = client(s).get_model_version(s.registered_model, v)
+    assert mv.tags["airloop.gate.decision"] == "withdrawn" and mv.tags["airloop.gate.decided_by"] == "oncall"
+    assert mv.tags["airloop.gate.reason"].startswith(f"withdrawn by the rollback of the champion to v{out['champion']}")
+    evidence = gate_evidence(s, mv.run_id, v)
+    assert evidence["decision"] == "withdrawn" and evidence["approval"]["by"] == "alice"  # the history stays
+
+
+def test_a_withdrawn_canary_is_emailed_to_the_promotion_recipients(loop, inbox, monkeypatch):
+    """The monitor's withdrawal of the bad canary, announced as the monitor DAG does, reaches a real SMTP
+    server: to the promotion recipients, a subject that says which version left, why, and who stays."""
+    from airloop_alerts import announce_promotion
+    from live_airflow import body_text, smtp_env
+
+    s, out = loop
+    for key, value in smtp_env(inbox, {"": "all@example.com", "promotion": "ml-team@example.com"}).items():
+        monkeypatch.setenv(key, value)
+    judged = out["judged"][out["bad_judged_on"]]
+    announce_promotion(judged)
+    (msg,) = [m for m in inbox.messages if "withdrawn" in m["subject"]]
+    assert msg["to"] == "ml-team@example.com"
+    assert msg["subject"] == (
+        f"[airloop] {s.registered_model} canary version {out['bad']} withdrawn: roc_auc "
+        f"{judged['challenger_value']:.3f} on its entities vs {judged['champion_value']:.3f} for the champion's; "
+        f"version {out['champion']} stays champion"
+    )
+    assert "WITHDRAWN" in body_text(msg) and "unpaired bootstrap" in body_text(msg)

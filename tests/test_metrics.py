@@ -1,23 +1,40 @@
 """Metrics plumbing that needs no run of the loop: the exposition and textfiles of airloop.metrics (linted by
 promtool), the Prometheus config (promtool), the dashboard's shape, and Airflow's StatsD route as far as it runs
 here: a real Airflow scheduler and task run send their StatsD packets to a socket of this test, and
-deploy/prometheus/statsd_mapping.yml turns them into the names the dashboard queries. statsd-exporter itself is
-not packaged by Debian, so the exporter never runs here (docker-compose.yaml runs prom/statsd-exporter). The
-scrape of a real run is in tests/test_drift_policy.py."""
+deploy/prometheus/statsd_mapping.yml turns them into the names the dashboard queries; those series, rendered as
+the exporter would serve them (metrics_stack.statsd_textfile), go through a real node-exporter to a real
+Prometheus, where the dashboard's airflow_* queries return data. statsd-exporter itself is not packaged by
+Debian, so the exporter never runs here (docker-compose.yaml runs prom/statsd-exporter). The scrape of a real
+run of the loop is in tests/test_drift_policy.py."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import yaml
 
-from metrics_stack import DASHBOARD, PROMETHEUS_CONFIG, ROOT, binary, dashboard_queries, exported_name, metric_names
+from metrics_stack import (
+    DASHBOARD,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    binary,
+    dashboard_queries,
+    exported_name,
+    metric_names,
+    node_exporter,
+    prometheus,
+    query,
+    statsd_textfile,
+    wait_for,
+)
 
 QUESTIONS = ["Is today's data in?", "Is it valid?", "Is the model healthy?", "Did anything retrain or roll back?"]
 
@@ -62,6 +79,11 @@ def test_the_dashboard_answers_the_on_call_questions():
     assert any(n.startswith("airloop_") for n in names) and any(n.startswith("airflow_") for n in names)
 
 
+def _airflow_exprs() -> set[str]:
+    """The dashboard's PromQL that reads Airflow's metrics (airflow_*)."""
+    return {expr for _, expr in dashboard_queries() if any(n.startswith("airflow_") for n in metric_names(expr))}
+
+
 def _compose_statsd_env(port: int) -> dict[str, str]:
     """The AIRFLOW__METRICS__* settings of docker-compose.yaml, with the exporter's address moved to loopback."""
     env = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["x-airloop-env"]
@@ -95,7 +117,9 @@ def test_airflow_sends_statsd_that_the_mapping_turns_into_the_dashboards_names(t
     """With compose's metrics settings, a real scheduler (three loops) and a real task run (`airflow dags test`
     of a DAG with a passing and a failing task) send StatsD lines with their tags in the InfluxDB style; under
     statsd_mapping.yml each becomes a name without any DAG or task id in it, and every airflow_* name the
-    dashboard queries is among them."""
+    dashboard queries is among them. Those series, as statsd-exporter would serve them before and after the run,
+    are served by a real node-exporter (textfile collector) to a real Prometheus on loopback (compose's `airflow`
+    job), and every airflow_* query of the dashboard returns data from them."""
     received: list[str] = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -152,3 +176,28 @@ def test_airflow_sends_statsd_that_the_mapping_turns_into_the_dashboards_names(t
     assert "airflow_task_duration" in exported  # a timer: a histogram (_bucket, _sum, _count) in the exporter
     queried = {n for _, expr in dashboard_queries() for n in metric_names(expr) if n.startswith("airflow_")}
     assert queried and {n.removesuffix("_bucket") for n in queried} <= exported, queried - exported
+
+    airflow_queries = [(title, expr) for title, expr in dashboard_queries() if expr in _airflow_exprs()]
+    assert len(airflow_queries) >= 4, airflow_queries
+    textfiles = tmp_path / "textfiles"
+    textfiles.mkdir()
+
+    def serve(text: str) -> None:  # atomically, as statsd-exporter's state changes between two scrapes
+        (textfiles / "statsd.prom.tmp").write_text(text)
+        (textfiles / "statsd.prom.tmp").replace(textfiles / "statsd.prom")
+
+    serve(statsd_textfile(received, zero=True))
+    with node_exporter(textfiles, tmp_path) as target, prometheus({"airflow": target}, tmp_path) as url:
+        wait_for(url, 'airflow_ti_failures{dag_id="airloop_statsd_probe"}')
+        serve(statsd_textfile(received))
+        wait_for(url, 'airflow_ti_failures{dag_id="airloop_statsd_probe"} > 0')
+        assert not query(url, "node_textfile_scrape_error > 0"), "node-exporter could not parse the textfile"
+        time.sleep(2.5)  # a few more scrapes for the range functions (rate, increase)
+        empty = []
+        for title, expr in airflow_queries:
+            result = query(url, expr)
+            if not result or any(math.isnan(float(s["value"][1])) for s in result):
+                empty.append((title, expr, result))
+        assert not empty, f"dashboard queries without data: {empty}"
+        failed = query(url, 'sum by (dag_id) (increase(airflow_ti_failures{dag_id="airloop_statsd_probe"}[1h]))')
+        assert float(failed[0]["value"][1]) > 0

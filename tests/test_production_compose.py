@@ -47,6 +47,9 @@ STATSD_KEYS = {
     "AIRFLOW__METRICS__STATSD_PREFIX",
     "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED",
 }
+# promotions wait for a person in compose; the live topology keeps approval off (it runs the nightly chain, and
+# the approval flow is proven live by tests/test_approval.py)
+APPROVAL_KEYS = {"AIRLOOP_PROMOTION_APPROVAL", "AIRLOOP_APPROVERS"}
 
 
 def _compose_config(env_file: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -110,7 +113,7 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile, ex
         env = compose["services"][name]["environment"]
         missing = expected - set(env)
         assert not missing, f"{name} lacks {sorted(missing)}"
-        extra = {k for k in env if k.startswith(("AIRFLOW__", "AIRLOOP_"))} - expected - STATSD_KEYS
+        extra = {k for k in env if k.startswith(("AIRFLOW__", "AIRLOOP_"))} - expected - STATSD_KEYS - APPROVAL_KEYS
         assert not extra, f"{name} sets {sorted(extra)}, which the live test never ran with"
         for key in (
             "AIRFLOW__CORE__EXECUTOR",
@@ -141,6 +144,32 @@ def test_airflow_services_get_exactly_the_live_profile(compose, live_profile, ex
     for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         assert re.search(rf"\b{key}=", dockerfile), key
     assert LANDING_BUCKET == compose["services"]["worker"]["environment"]["AIRLOOP_S3_BUCKET"]
+
+
+def test_promotions_wait_for_a_person_and_approvers_come_from_the_env_file(compose, tmp_path, monkeypatch):
+    """Approval is required for every Airflow service; AIRLOOP_APPROVERS from .env reaches Settings as a list
+    (empty by default: then Airflow's permissions decide who may answer)."""
+    from airloop.config import get_settings
+
+    for name in AIRFLOW_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert env["AIRLOOP_PROMOTION_APPROVAL"] == "required", name
+        assert env["AIRLOOP_APPROVERS"] == "[]", name
+    for key in APPROVAL_KEYS:
+        monkeypatch.setenv(key, compose["services"]["worker"]["environment"][key])
+    settings = get_settings()
+    assert settings.promotion_approval == "required" and settings.approvers == []
+    env_file = tmp_path / "approvers.env"
+    env_file.write_text(
+        (ROOT / ".env.example").read_text().replace("AIRLOOP_APPROVERS=[]", """AIRLOOP_APPROVERS='["4", "7"]'""")
+    )
+    monkeypatch.delenv("AIRLOOP_APPROVERS")  # compose prefers the process environment to the .env file
+    done = _compose_config(env_file)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv(
+        "AIRLOOP_APPROVERS", json.loads(done.stdout)["services"]["worker"]["environment"]["AIRLOOP_APPROVERS"]
+    )
+    assert get_settings().approvers == ["4", "7"]
 
 
 def test_mlflow_server_is_the_one_the_live_test_ran(compose, example_env):

@@ -57,6 +57,21 @@ def test_unknown_gate_rule_is_rejected(monkeypatch, tmp_path):
         get_settings()
 
 
+def test_the_model_card_link_is_its_mlflow_ui_page_on_a_tracking_server(tmp_path):
+    """A person opens the approval request's link: on a tracking server the MLflow UI page of the artifact (the
+    UI previews HTML), on a file store (no UI address) the runs:/ URI stays."""
+    from airloop.config import Settings
+    from airloop.registry import artifact_link, artifact_ui_url
+
+    server = Settings(home=tmp_path, mlflow_tracking_uri="https://mlflow.example:5000/")
+    assert artifact_ui_url(server, "7", "abc", "model_card/model_card.html") == (
+        "https://mlflow.example:5000/#/experiments/7/runs/abc/artifactPath/model_card/model_card.html"
+    )
+    local = Settings(home=tmp_path)
+    assert artifact_ui_url(local, "7", "abc", "model_card/model_card.html") is None
+    assert artifact_link(local, "runs:/abc/model_card/model_card.html") == "runs:/abc/model_card/model_card.html"
+
+
 # --- the gate on real models -------------------------------------------------------------------
 
 START, DAYS = date(2026, 1, 1), 10
@@ -398,6 +413,9 @@ def test_a_promotion_awaiting_approval_moves_nothing_until_a_person_approves(mod
     subject, body = approval_request(s, evidence)
     assert subject == f"Promote {s.registered_model} version {v2} to champion?"
     assert "95% CI [" in body and "| plan_premium |" in body and f"/#/models/{s.registered_model}/versions/{v2}" in body
+    run_id = client(s).get_model_version(s.registered_model, v2).run_id
+    assert f"Model card: runs:/{run_id}/model_card/model_card.html" in body  # SQLite store: no UI page to link
+    assert "**Approve** moves the `champion` alias to this version" in body  # no canary configured
     assert client(s).get_model_version(s.registered_model, v2).tags["airloop.model_card"].endswith(".html")
 
     rejected = answer_approval(s, v2, approved=False, by="carol", reason="wait for the quarter close")

@@ -204,9 +204,9 @@ def registry_metrics(settings: Settings, now: float | None = None) -> Iterator[M
     )
     for trigger in sorted({r["trigger"] for r in runs}):
         trained.add_metric([trigger], sum(r["trigger"] == trigger for r in runs))
-    decisions = CounterMetricFamily(
-        PREFIX + "gate_decisions", "Registered versions by the gate's decision on them", labels=["decision"]
-    )
+    # a gauge: a version's decision changes (awaiting_approval -> promoted, canary -> withdrawn), so a count
+    # by decision goes down as well as up
+    decisions = _gauge("gate_decisions", "Registered versions by the gate's current decision on them", ["decision"])
     gated = [r["gate"] for r in runs if r["version"] is not None]
     for decision in sorted({g or "undecided" for g in gated}):
         decisions.add_metric([decision], sum((g or "undecided") == decision for g in gated))

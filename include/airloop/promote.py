@@ -30,6 +30,7 @@ from airloop.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    artifact_link,
     client,
     decision_artifact,
     gate_evidence,
@@ -408,7 +409,9 @@ def _move_champion(settings: Settings, c: Any, new: str, old: str | None) -> Non
 
 def rollback(settings: Settings, reason: str, to_version: str | None = None, actor: str | None = None) -> dict:
     """Give ``champion`` back to ``previous_champion`` (or to ``to_version``); the replaced champion
-    becomes ``previous_champion``. Who and why are recorded as tags on both versions."""
+    becomes ``previous_champion``. Who and why are recorded as tags on both versions. A live canary is
+    withdrawn first (it would be judged against another champion than the one it was gated against),
+    recorded like a gate decision (``withdrawn``); the record names it as ``canary_withdrawn``."""
     if not reason or not reason.strip():
         raise ValueError("a rollback needs a reason")
     actor = actor or getpass.getuser()
@@ -435,17 +438,61 @@ def rollback(settings: Settings, reason: str, to_version: str | None = None, act
         c.set_model_version_tag(settings.registered_model, to_version, f"airloop.rollback.{k}", str(record[k]))
     if old is not None:
         c.set_model_version_tag(settings.registered_model, old, "airloop.rolled_back", f"{now} by {actor}: {reason}")
+    canary = version_by_alias(settings, CANARY)
+    if canary is not None and str(canary.version) == to_version:  # the canary itself is made champion
+        c.delete_registered_model_alias(settings.registered_model, CANARY)
+    elif canary is not None:
+        record["canary_withdrawn"] = str(canary.version)
+        why = f"withdrawn by the rollback of the champion to v{to_version} ({actor}: {reason.strip()})"
+        _withdraw_canary(settings, c, canary, why, actor)
     c.log_dict(target.run_id, record, f"gate/rollback_{now.replace(':', '')}.json")
     _move_champion(settings, c, to_version, old)
     return record
 
 
+def _withdraw_canary(settings: Settings, c: Any, mv: Any, reason: str, actor: str) -> None:
+    """Remove the ``canary`` alias from ``mv`` and record why on the version, as a gate decision."""
+    from mlflow.exceptions import MlflowException
+
+    version = str(mv.version)
+    try:
+        evidence = gate_evidence(settings, mv.run_id, version)
+    except (MlflowException, OSError):  # a canary set by hand on a version the gate never judged
+        evidence = None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if evidence is not None:
+        evidence.update(decision=gate.WITHDRAWN, reason=reason, failed_rules=[], decided_at=now, decided_by=actor)
+        _record(settings, c, mv, evidence)
+    else:
+        tags = {TAG_GATE_DECISION: gate.WITHDRAWN, TAG_GATE_REASON: reason, "airloop.gate.decided_by": actor}
+        for key, value in tags.items():
+            c.set_model_version_tag(settings.registered_model, version, key, value)
+    c.delete_registered_model_alias(settings.registered_model, CANARY)
+
+
 def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str, str]:
-    """Subject and Markdown body of the request a person answers: the gate's decision in words, the CI of
-    the primary metric, both models' key metrics, the slice table and where the model card is."""
+    """Subject and Markdown body of the request a person answers: where an approval sends the version (the
+    champion, or the canary when ``AIRLOOP_CANARY_FRACTION`` > 0 and there is a champion, as
+    :func:`answer_approval` does), the gate's decision in words, the CI of the primary metric, both models' key
+    metrics, the slice table and a link to the model card (its MLflow UI page on a tracking server)."""
     version, metric = evidence["version"], evidence["metric"]
     champion = evidence["champion_version"]
-    subject = f"Promote {settings.registered_model} version {version} to champion?"
+    canary = settings.canary_fraction > 0 and champion is not None
+    if canary:
+        subject = (
+            f"Start {settings.registered_model} version {version} as the canary on "
+            f"{settings.canary_fraction:.0%} of the entities?"
+        )
+        approve = (
+            f"**Approve** gives this version the `canary` alias: it scores {settings.canary_fraction:.0%} of the "
+            f"entities and after {settings.canary_days} labelled days the monitor promotes it to champion or "
+            f"withdraws it; the champion (v{champion}) keeps the rest. **Reject** (give a reason) leaves it out."
+        )
+    else:
+        subject = f"Promote {settings.registered_model} version {version} to champion?"
+        approve = (
+            "**Approve** moves the `champion` alias to this version; **Reject** (give a reason) leaves the champion."
+        )
     fmt = "{:.4f}".format
     models = pd.DataFrame(
         [
@@ -474,6 +521,7 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
         ],
         columns=["slice", "rows", "challenger", "champion", "floor", ""],
     )  # fmt: skip
+    card = artifact_link(settings, evidence["model_card"]) if evidence.get("model_card") else "not written"
     body = "\n".join(
         [
             f"**The gate passed version {version}** (champion now: "
@@ -487,9 +535,9 @@ def approval_request(settings: Settings, evidence: dict[str, Any]) -> tuple[str,
             "Rules: "
             + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['rule']}: {c['detail']}" for c in evidence["checks"]),
             "",
-            f"Model card: {evidence.get('model_card', 'not written')} (MLflow: {ui_url(settings, version)}).",
+            f"Model card: {card} (MLflow: {ui_url(settings, version)}).",
             "",
-            "**Approve** moves the `champion` alias to this version; **Reject** (give a reason) leaves the champion.",
+            approve,
         ]
     )
     return subject, body

@@ -34,11 +34,34 @@ def client(settings: Settings) -> Any:
     return c
 
 
+def _ui_base(settings: Settings) -> str | None:
+    """The MLflow UI's address when the tracking URI is a server (http/https), else None."""
+    uri = settings.tracking_uri
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
 def ui_url(settings: Settings, version: str) -> str:
     """Where a person reads a model version in the MLflow UI: the tracking server when there is one,
     else ``make mlflow-ui`` on this home."""
-    base = settings.tracking_uri if settings.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/models/{settings.registered_model}/versions/{version}"
+    base = _ui_base(settings) or "http://127.0.0.1:5000"
+    return f"{base}/#/models/{settings.registered_model}/versions/{version}"
+
+
+def artifact_ui_url(settings: Settings, experiment_id: str, run_id: str, path: str) -> str | None:
+    """The MLflow UI page that shows a run's artifact (it previews HTML and Markdown) when the tracking URI
+    is a server; None otherwise."""
+    base = _ui_base(settings)
+    return None if base is None else f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}"
+
+
+def artifact_link(settings: Settings, uri: str) -> str:
+    """A link a person can open for ``runs:/<run_id>/<path>``: the artifact's MLflow UI page on a tracking
+    server, else the URI itself (a file store has no UI address)."""
+    if not uri.startswith("runs:/") or _ui_base(settings) is None:
+        return uri
+    run_id, path = uri.removeprefix("runs:/").split("/", 1)
+    experiment_id = client(settings).get_run(run_id).info.experiment_id
+    return artifact_ui_url(settings, experiment_id, run_id, path) or uri
 
 
 def version_by_alias(settings: Settings, alias: str) -> Any | None:
