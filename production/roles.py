@@ -6,7 +6,8 @@ Roles map to what people do with airloop:
 * ``Viewer`` (Airflow's): reads DAGs, runs and logs; triggers nothing.
 * ``AirloopOp``: a Viewer who may also trigger the operational DAGs (daily, monitor, release).
 * ``AirloopMLLead``: an AirloopOp who may also trigger training (and so force a promotion through it) and
-  rollback.
+  rollback, and answer a promotion request (*Required Actions*: ``can_edit`` on ``HITL Detail``; Airflow
+  also asks for edit rights on the request's DAG, which only this role has for ``airloop_train``).
 * ``Admin`` (Airflow's): everything, for the deployment's owner.
 
 Nobody is anonymous: FAB answers 401 without a token."""
@@ -20,6 +21,8 @@ ROLES = {
     "AirloopOp": OPERATIONS,
     "AirloopMLLead": (*OPERATIONS, "airloop_train", "airloop_rollback"),
 }
+# beyond the per-DAG rights: answering human-in-the-loop requests (promotion approval)
+EXTRA = {"AirloopMLLead": (("can_edit", "HITL Detail"), ("menu_access", "HITL Detail"))}
 # user -> (role, the .env variable holding the password)
 USERS = {
     "admin": ("Admin", "AIRFLOW_ADMIN_PASSWORD"),
@@ -42,6 +45,8 @@ def main() -> None:
             for dag_id in dag_ids:  # trigger = edit the DAG + create its runs (FAB's per-DAG resources)
                 sm.add_permission_to_role(role, sm.create_permission("can_edit", f"DAG:{dag_id}"))
                 sm.add_permission_to_role(role, sm.create_permission("can_create", f"DAG Run:{dag_id}"))
+            for action, resource in EXTRA.get(name, ()):
+                sm.add_permission_to_role(role, sm.create_permission(action, resource))
         for username, (role_name, variable) in USERS.items():
             password = os.environ.get(variable)
             if not password:

@@ -132,3 +132,17 @@ def test_a_viewer_reads_a_task_log(live):
     assert status == 200, status
     assert "no landing batch" in json.dumps(log), str(log)[:2000]  # the task's own error, from its log file
     assert _call(live, "GET", f"{run}/taskInstances/ingest/logs/1", None) == 401
+
+
+def test_only_the_ml_lead_may_answer_a_promotion_request(live):
+    """Answering a request in *Required Actions* is a PATCH of the task's HITL detail, authorized before the
+    request is looked up: the ML lead passes the check (404: no such request here), Op and Viewer get 403,
+    anonymous 401."""
+    path = "/api/v2/dags/airloop_train/dagRuns/no_such_run/taskInstances/approval/-1/hitlDetails"
+    answer = {"chosen_options": ["Approve"], "params_input": {}}
+    assert _call(live, "PATCH", path, "mllead", answer) == 404
+    assert _call(live, "PATCH", path, "admin", answer) == 404
+    assert _call(live, "PATCH", path, "op", answer) == 403
+    assert _call(live, "PATCH", path, "viewer", answer) == 403
+    assert _call(live, "PATCH", path, None, answer) == 401
+    assert _call(live, "GET", "/api/v2/dags/~/dagRuns/~/hitlDetails", "op") == 200  # Op still reads requests
